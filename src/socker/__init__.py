@@ -3,6 +3,9 @@
 The public API, re-exported from the modules that hold it.
 """
 
+from .admission import Admission, Authenticate
+from .client import Backoff, connect
+from .connection import Connection, Request, Transport
 from .errors import (
     CloseCode,
     ConnectionClosedError,
@@ -13,23 +16,38 @@ from .errors import (
     SockerError,
     StageTimeoutError,
 )
+from .routes import SOCKER_JS_PATH, Route
+from .server import Server, ServerOptions, Setup, serve
 from .stages import Entered, Handler, Result, Stage, Stages
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "SOCKER_JS_PATH",
+    "Admission",
+    "Authenticate",
+    "Backoff",
     "CloseCode",
+    "Connection",
     "ConnectionClosedError",
     "Entered",
     "Handler",
     "HandshakeRejected",
     "OutOfStagesError",
     "QueueFullError",
+    "Request",
     "Result",
+    "Route",
+    "Server",
+    "ServerOptions",
+    "Setup",
     "SignalingError",
     "SockerError",
     "Stage",
     "StageTimeoutError",
     "Stages",
+    "Transport",
     "__version__",
+    "connect",
+    "serve",
 ]

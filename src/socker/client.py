@@ -1,0 +1,188 @@
+"""The Python client: the same chain-of-stages model, on the client side.
+
+``async with connect(url) as conn:`` opens one connection; ``async for conn in
+connect(url, setup):`` reconnects whenever the connection drops, with exponential
+backoff and jitter, running ``setup`` on each new connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import random
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+from urllib.parse import urlsplit
+
+from websockets.asyncio.client import ClientConnection
+from websockets.asyncio.client import connect as ws_connect
+from websockets.exceptions import InvalidHandshake, InvalidStatus
+
+from .connection import Connection, Drive, Request, TextPolicy
+from .errors import CloseCode, HandshakeRejected
+from .server import Setup
+from .transports.websockets import WebsocketsTransport, pump
+
+__all__ = ["Backoff", "connect"]
+
+logger = logging.getLogger("socker")
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """How long ``async for conn in connect(...)`` waits between attempts."""
+
+    initial: float = 0.5
+    """First delay, in seconds."""
+    maximum: float = 30.0
+    """Delays never grow past this."""
+    factor: float = 2.0
+    """Each failed attempt multiplies the delay by this."""
+    jitter: float = 0.5
+    """Fraction of each delay drawn at random, so clients don't reconnect in step."""
+
+    def __post_init__(self) -> None:
+        if not 0 < self.initial <= self.maximum:
+            raise ValueError("Backoff needs 0 < initial <= maximum")
+        if self.factor < 1 or not 0 <= self.jitter <= 1:
+            raise ValueError("Backoff needs factor >= 1 and 0 <= jitter <= 1")
+
+    def delays(self) -> AsyncIterator[float]:
+        """An endless series of delays (used internally; handy in tests)."""
+        return self._delays()
+
+    async def _delays(self) -> AsyncIterator[float]:
+        delay = self.initial
+        while True:
+            yield delay * (1 - self.jitter * random.random())
+            delay = min(delay * self.factor, self.maximum)
+
+
+class connect:
+    """Connect to a socker (or any binary WebSocket) server.
+
+    >>> async with socker.connect("ws://127.0.0.1:8765/") as conn:   # doctest: +SKIP
+    ...     @conn.stage()
+    ...     def scene(message: bytes) -> bool: ...
+
+    Add stages in ``setup`` or right after ``async with`` (before your first ``await``):
+    messages are handled from then on.
+
+    Args:
+        url: the server's ``ws://`` or ``wss://`` URL.
+        setup: called with each new connection to build its chain.
+        origin: ``Origin`` header to send (browsers always send one; scripts need not).
+        headers: extra HTTP headers for the handshake (e.g. a token).
+        drive, max_queue, text: as for the server's connections.
+        max_size: largest message accepted from the server, in bytes.
+        ping_interval, ping_timeout: keepalive, in seconds.
+        open_timeout: seconds the handshake may take.
+        backoff: delays between attempts when iterating.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        setup: Setup | None = None,
+        *,
+        origin: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        drive: Drive = "async",
+        max_queue: int = 1024,
+        text: TextPolicy = "close",
+        max_size: int = 2**20,
+        ping_interval: float | None = 20,
+        ping_timeout: float | None = 20,
+        open_timeout: float | None = 10,
+        backoff: Backoff | None = None,
+    ) -> None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("ws", "wss"):
+            raise ValueError(f"url must start with ws:// or wss://, got {url!r}")
+        self.url = url
+        self.setup = setup
+        self.backoff = backoff or Backoff()
+        self._ws_options: dict[str, Any] = {
+            "origin": origin,
+            "additional_headers": dict(headers or {}),
+            "max_size": max_size,
+            "ping_interval": ping_interval,
+            "ping_timeout": ping_timeout,
+            "open_timeout": open_timeout,
+            "compression": None,
+        }
+        self._conn_options: dict[str, Any] = {
+            "drive": drive,
+            "max_queue": max_queue,
+            "text": text,
+        }
+        self._current: tuple[Connection, asyncio.Task[None]] | None = None
+
+    async def _open(self) -> tuple[Connection, asyncio.Task[None]]:
+        try:
+            ws: ClientConnection = await ws_connect(self.url, **self._ws_options)
+        except InvalidStatus as exc:
+            response = exc.response
+            reason = bytes(response.body or b"").decode(errors="replace").strip()
+            raise HandshakeRejected(response.status_code, reason) from exc
+        parts = urlsplit(self.url)
+        request = Request(parts.path or "/", parts.query, {}, ws.remote_address)
+        conn = Connection(WebsocketsTransport(ws), request=request, **self._conn_options)
+        try:
+            if self.setup is not None:
+                result = self.setup(conn)
+                if inspect.isawaitable(result):
+                    await result
+            await conn.start()
+        except BaseException:
+            await ws.close(CloseCode.INTERNAL_ERROR, "client setup failed")
+            raise
+        return conn, asyncio.create_task(pump(ws, conn))
+
+    @staticmethod
+    async def _finish(conn: Connection, reader: asyncio.Task[None]) -> None:
+        await conn.close()
+        await reader
+
+    async def __aenter__(self) -> Connection:
+        if self._current is not None:
+            raise RuntimeError("this connect() is already in use")
+        self._current = await self._open()
+        return self._current[0]
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        assert self._current is not None
+        current, self._current = self._current, None
+        await self._finish(*current)
+
+    def __aiter__(self) -> AsyncIterator[Connection]:
+        return self._reconnecting()
+
+    async def _reconnecting(self) -> AsyncIterator[Connection]:
+        delays = self.backoff.delays()
+        while True:
+            try:
+                conn, reader = await self._open()
+            except HandshakeRejected as exc:
+                if exc.status != 503:  # refused for good (auth, origin, path)
+                    raise
+                logger.info("server full (503); retrying")
+            except (OSError, InvalidHandshake, TimeoutError) as exc:
+                logger.info("connecting to %s failed: %r; retrying", self.url, exc)
+            else:
+                delays = self.backoff.delays()  # a success resets the backoff
+                try:
+                    yield conn
+                    await conn.wait_closed()
+                finally:
+                    await self._finish(conn, reader)
+                continue
+            await asyncio.sleep(await anext(delays))

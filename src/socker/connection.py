@@ -1,0 +1,494 @@
+"""Connection: binds a :class:`~socker.Stages` chain to a transport.
+
+The transport adapter (websockets, ASGI, picows) owns the socket. It pushes each
+incoming message into :meth:`Connection.receive` and reports the end with
+:meth:`Connection.transport_closed`; the connection runs the stages, enforces stage
+timeouts with loop timers, turns failures into close codes and calls the hooks.
+
+Two drives:
+
+* ``"async"`` (default): ``receive`` runs the current handler at once. A sync handler
+  finishes inline; an ``async`` one returns an awaitable the adapter awaits before it
+  reads the next message, so one connection's messages are handled one at a time, in
+  order.
+* ``"tick"``: ``receive`` only queues (bounded). :meth:`Connection.poll`, called from a
+  game loop (usually through ``Server.tick()``), handles everything pending without
+  waiting. An ``async`` handler is started as a task and the connection's later messages
+  wait for it, so order still holds and the game loop never blocks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import itertools
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, TypeAlias, TypeVar
+
+from .errors import (
+    CloseCode,
+    ConnectionClosedError,
+    OutOfStagesError,
+    QueueFullError,
+    SignalingError,
+    StageTimeoutError,
+)
+from .stages import Stages
+
+__all__ = [
+    "CloseHook",
+    "Connection",
+    "Drive",
+    "ErrorHook",
+    "OpenHook",
+    "Request",
+    "TextPolicy",
+    "Transport",
+]
+
+logger = logging.getLogger("socker")
+
+Drive: TypeAlias = Literal["async", "tick"]
+TextPolicy: TypeAlias = Literal["close", "ignore"]
+
+OpenHook: TypeAlias = Callable[["Connection"], "Awaitable[None] | None"]
+CloseHook: TypeAlias = Callable[["Connection", int, str], "Awaitable[None] | None"]
+ErrorHook: TypeAlias = Callable[["Connection", BaseException], "Awaitable[None] | None"]
+
+H = TypeVar("H", bound=Callable[..., Any])
+
+# Close reasons must fit a control frame: 123 bytes of UTF-8.
+_MAX_REASON = 123
+_ids = itertools.count(1)
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """The HTTP request that opened a WebSocket, as every transport reports it."""
+
+    path: str
+    """The path, without the query string."""
+    query: str = ""
+    """The query string, without ``?``."""
+    headers: Mapping[str, str] = field(default_factory=dict)
+    """Request headers; lookups are case-insensitive for every transport socker ships."""
+    remote_address: Any = None
+    """The peer's address as the transport gives it, usually ``(host, port)``."""
+
+
+class Transport(Protocol):
+    """What a connection needs from the socket underneath (an adapter implements it)."""
+
+    @property
+    def remote_address(self) -> Any:
+        """The peer's address."""
+
+    @property
+    def latency(self) -> float:
+        """Last measured keepalive round trip, in seconds (0 if unknown)."""
+
+    async def send(self, data: bytes) -> None:
+        """Send one binary message, waiting for flow control."""
+
+    async def close(self, code: int, reason: str) -> None:
+        """Start the closing handshake; return once it is done or has timed out."""
+
+
+def _truncate(reason: str) -> str:
+    encoded = reason.encode()
+    if len(encoded) <= _MAX_REASON:
+        return reason
+    return encoded[: _MAX_REASON - 3].decode(errors="ignore") + "..."
+
+
+async def _call_hook(hook: Callable[..., Any], *args: Any) -> None:
+    result = hook(*args)
+    if inspect.isawaitable(result):
+        await result
+
+
+class Connection:
+    """One WebSocket connection and its chain of stages.
+
+    Build the chain in the ``setup`` function given to ``serve()`` or ``connect()``::
+
+        async def setup(conn: socker.Connection) -> None:
+            @conn.stage()
+            async def hello(message: bytes) -> bool:
+                await conn.send(b"scene")
+                return True
+    """
+
+    def __init__(
+        self,
+        transport: Transport,
+        *,
+        request: Request | None = None,
+        drive: Drive = "async",
+        max_queue: int = 1024,
+        text: TextPolicy = "close",
+        user: Any = None,
+    ) -> None:
+        if drive not in ("async", "tick"):
+            raise ValueError(f"drive must be 'async' or 'tick', got {drive!r}")
+        if text not in ("close", "ignore"):
+            raise ValueError(f"text must be 'close' or 'ignore', got {text!r}")
+        if max_queue < 1:
+            raise ValueError(f"max_queue must be at least 1, got {max_queue}")
+        self.id: str = f"c{next(_ids)}"
+        """A short id, unique in this process."""
+        self.request = request or Request(path="/")
+        """The HTTP request that opened the connection."""
+        self.user: Any = user
+        """What the server's ``authenticate`` hook returned for this connection."""
+        self.state: dict[str, Any] = {}
+        """Free space for the application's per-connection data."""
+        self.stages = Stages()
+        """The chain of stages; :attr:`current` names where the connection is."""
+        self.drive: Drive = drive
+        self._transport = transport
+        self._loop = asyncio.get_running_loop()
+        self._max_queue = max_queue
+        self._text = text
+        self._inbox: deque[bytes] | None = deque() if drive == "tick" else None
+        self._inbox_room: asyncio.Event | None = None
+        self._pending: asyncio.Task[None] | None = None
+        self._outbox: deque[bytes] = deque()
+        self._writer: asyncio.Task[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._open_hooks: list[OpenHook] = []
+        self._close_hooks: list[CloseHook] = []
+        self._error_hooks: list[ErrorHook] = []
+        self._opened = False
+        self._closing = False
+        self._close_sent: tuple[int, str] | None = None
+        self._closed = asyncio.Event()
+        self.close_code: int | None = None
+        """How the connection ended (``None`` while open)."""
+        self.close_reason: str = ""
+        """Why, in words (empty while open)."""
+        self.error: BaseException | None = None
+        """The exception that made socker close the connection, if one did."""
+
+    # -- the chain -------------------------------------------------------------------
+
+    def add(self, handler: H, *, name: str | None = None, timeout: float | None = None) -> H:
+        """Append a stage; see :meth:`socker.Stages.add`."""
+        self.stages.add(handler, name=name, timeout=timeout)
+        if self._opened and len(self.stages) == 1:
+            self._arm_timer()
+        return handler
+
+    def stage(self, *, name: str | None = None, timeout: float | None = None) -> Callable[[H], H]:
+        """Decorator form of :meth:`add`."""
+
+        def decorate(handler: H) -> H:
+            return self.add(handler, name=name, timeout=timeout)
+
+        return decorate
+
+    def jump(self, name: str) -> None:
+        """Move to stage ``name`` from outside a handler (e.g. when a channel dies)."""
+        self.stages.jump(name)
+        self._arm_timer()
+
+    @property
+    def current(self) -> str:
+        """Name of the current stage."""
+        return self.stages.current
+
+    @property
+    def remote_address(self) -> Any:
+        """The peer's address, as the transport reports it."""
+        return self._transport.remote_address
+
+    @property
+    def latency(self) -> float:
+        """Keepalive round-trip time in seconds, from the last ping (0 before one)."""
+        return self._transport.latency
+
+    @property
+    def closed(self) -> bool:
+        """Whether the connection has ended."""
+        return self._closed.is_set()
+
+    @property
+    def pending(self) -> int:
+        """Messages queued for :meth:`poll` (tick drive)."""
+        return len(self._inbox) if self._inbox is not None else 0
+
+    # -- hooks -----------------------------------------------------------------------
+
+    def on_open(self, hook: OpenHook) -> OpenHook:
+        """Call ``hook(conn)`` once the connection is set up (usable as decorator)."""
+        self._open_hooks.append(hook)
+        return hook
+
+    def on_close(self, hook: CloseHook) -> CloseHook:
+        """Call ``hook(conn, code, reason)`` once when the connection ends."""
+        self._close_hooks.append(hook)
+        return hook
+
+    def on_error(self, hook: ErrorHook) -> ErrorHook:
+        """Call ``hook(conn, exc)`` when a handler raises or a stage times out."""
+        self._error_hooks.append(hook)
+        return hook
+
+    # -- sending ---------------------------------------------------------------------
+
+    async def send(self, data: bytes) -> None:
+        """Send a binary message, waiting while the peer is slow (flow control)."""
+        if self._closing:
+            raise ConnectionClosedError(self.close_code, self.close_reason)
+        if self._outbox:  # keep order with earlier write() calls
+            self.write(data)
+            writer = self._writer
+            if writer is not None:
+                await asyncio.shield(writer)
+            return
+        await self._transport.send(data)
+
+    def write(self, data: bytes) -> None:
+        """Queue a binary message without blocking.
+
+        Raises :class:`~socker.QueueFullError` once ``max_queue`` messages wait: the
+        peer reads slower than you write. Use :meth:`send` to wait for room instead.
+        """
+        if self._closing:
+            raise ConnectionClosedError(self.close_code, self.close_reason)
+        if len(self._outbox) >= self._max_queue:
+            raise QueueFullError(
+                f"connection {self.id}: {len(self._outbox)} messages already queued"
+                f" (max_queue={self._max_queue}); the peer is not keeping up"
+            )
+        self._outbox.append(data)
+        if self._writer is None:
+            # Spawned only while there is a backlog: an idle connection holds no task.
+            self._writer = self._loop.create_task(self._drain())
+
+    async def _drain(self) -> None:
+        try:
+            while self._outbox and not self._closing:
+                await self._transport.send(self._outbox[0])
+                self._outbox.popleft()
+        except Exception as exc:  # the transport failed; its reader reports the end
+            logger.debug("connection %s: write failed: %r", self.id, exc)
+            self._outbox.clear()
+        finally:
+            self._writer = None
+
+    # -- receiving (called by the transport adapter) ---------------------------------
+
+    def receive(self, message: bytes | str) -> Awaitable[None] | None:
+        """Hand one incoming message to the chain.
+
+        Returns ``None`` when done, or an awaitable the adapter must await before
+        passing the next message (an async handler is running, or the tick queue is
+        full). Never raises: failures close the connection.
+        """
+        if self._closing:
+            return None
+        if type(message) is not bytes:
+            if isinstance(message, str):
+                self._text_frame(message)
+                return None
+            message = bytes(message)
+        inbox = self._inbox
+        if inbox is not None:
+            inbox.append(message)
+            if len(inbox) >= self._max_queue:
+                return self._wait_for_room()
+            return None
+        try:
+            result = self.stages.feed(message)
+        except Exception as exc:
+            self.fail(exc)
+            return None
+        if result is True:
+            self._arm_timer()
+        elif result is not False:
+            return self._finish(result)
+        return None
+
+    async def _finish(self, pending: Awaitable[bool]) -> None:
+        try:
+            changed = await pending
+        except Exception as exc:
+            self.fail(exc)
+            return
+        if changed:
+            self._arm_timer()
+
+    async def _wait_for_room(self) -> None:
+        # Tick drive with a full queue: stop reading (TCP pushes back on the peer)
+        # until poll() has made room.
+        if self._inbox_room is None:
+            self._inbox_room = asyncio.Event()
+        self._inbox_room.clear()
+        await self._inbox_room.wait()
+
+    def _text_frame(self, message: str) -> None:
+        if self._text == "ignore":
+            logger.info("connection %s: ignored a text frame (%d chars)", self.id, len(message))
+            return None
+        self._close_soon(CloseCode.UNSUPPORTED_DATA, "text frames are not supported; send binary")
+        return None
+
+    def poll(self) -> int:
+        """Handle every queued message now, without waiting (tick drive).
+
+        Returns how many messages were handed to handlers. Stops early at an ``async``
+        handler, which runs as a task; the rest wait for a later poll.
+        """
+        inbox = self._inbox
+        if inbox is None:
+            raise RuntimeError("poll() is for drive='tick'; this connection runs 'async'")
+        handled = 0
+        while inbox and self._pending is None and not self._closing:
+            message = inbox.popleft()
+            handled += 1
+            try:
+                result = self.stages.feed(message)
+            except Exception as exc:
+                self.fail(exc)
+                break
+            if result is True:
+                self._arm_timer()
+            elif result is not False:
+                self._pending = self._loop.create_task(self._finish_pending(result))
+                break
+        room = self._inbox_room
+        if room is not None and len(inbox) < self._max_queue:
+            room.set()
+        return handled
+
+    async def _finish_pending(self, pending: Awaitable[bool]) -> None:
+        try:
+            await self._finish(pending)
+        finally:
+            self._pending = None
+
+    # -- timeouts and failures -------------------------------------------------------
+
+    def _arm_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        deadline = self.stages.deadline
+        if deadline is not None and not self._closing:
+            # Stages uses time.monotonic(), as asyncio's loop.time() does.
+            self._timer = self._loop.call_at(deadline, self._check_deadline)
+
+    def _check_deadline(self) -> None:
+        self._timer = None
+        if self._closing or not self.stages.expired(self._loop.time()):
+            self._arm_timer()
+            return
+        stage = self.stages.current_stage
+        assert stage.timeout is not None
+        exc = StageTimeoutError(stage.name, stage.timeout)
+        self._report(exc)
+        self._close_soon(CloseCode.STAGE_TIMEOUT, str(exc))
+
+    def fail(self, exc: Exception, *, where: str | None = None) -> None:
+        """Close the connection because of ``exc``, with the code its kind maps to
+        (see ``docs/close-codes.md``), after telling the on_error hooks."""
+        if where is not None:
+            self._report(exc)
+            self._close_soon(CloseCode.INTERNAL_ERROR, f"{where} raised {type(exc).__name__}")
+            logger.error("connection %s: %s raised", self.id, where, exc_info=exc)
+            return
+        stage = self.stages.current if len(self.stages) else "?"
+        if isinstance(exc, SignalingError):
+            code, reason = CloseCode.BAD_SIGNALING, f"stage {stage!r}: {exc}"
+        elif isinstance(exc, OutOfStagesError):
+            code, reason = CloseCode.INTERNAL_ERROR, f"stage {stage!r} ran past the last stage"
+        else:
+            code = CloseCode.INTERNAL_ERROR
+            reason = f"stage {stage!r} raised {type(exc).__name__}"
+            logger.error("connection %s: stage %r raised", self.id, stage, exc_info=exc)
+        self._report(exc)
+        self._close_soon(code, reason)
+
+    def _report(self, exc: BaseException) -> None:
+        if self.error is None:
+            self.error = exc
+        for hook in self._error_hooks:
+            self._spawn(self._safe_hook("on_error", hook, self, exc))
+
+    def _close_soon(self, code: int, reason: str) -> None:
+        if not self._closing:
+            self._spawn(self.close(code, reason))
+
+    def _spawn(self, coro: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _safe_hook(self, what: str, hook: Callable[..., Any], *args: Any) -> None:
+        try:
+            await _call_hook(hook, *args)
+        except Exception:
+            # A broken hook must not take the server down with it.
+            logger.exception("connection %s: %s hook raised", self.id, what)
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Called by the adapter once setup is done: arm timers, run on_open hooks."""
+        self._opened = True
+        self._arm_timer()
+        for hook in self._open_hooks:
+            await self._safe_hook("on_open", hook, self)
+
+    async def close(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
+        """Close with ``code`` and ``reason``; return once the close hooks have run."""
+        if not self._closing:
+            self._closing = True
+            reason = _truncate(reason)
+            self._close_sent = (int(code), reason)
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            try:
+                await self._transport.close(int(code), reason)
+            except Exception as exc:  # already gone: the reader reports the end
+                logger.debug("connection %s: close failed: %r", self.id, exc)
+        await self._closed.wait()
+
+    async def wait_closed(self) -> None:
+        """Wait until the connection has ended and its close hooks have run."""
+        await self._closed.wait()
+
+    async def transport_closed(self, code: int | None, reason: str) -> None:
+        """Called once by the adapter when the socket is gone: runs the close hooks."""
+        if self._closed.is_set():
+            return
+        self._closing = True
+        if self._close_sent is not None:
+            code, reason = self._close_sent
+        self.close_code = 1006 if code is None else code  # 1006: ended without a close frame
+        self.close_reason = reason
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._inbox_room is not None:
+            self._inbox_room.set()
+        for task in (self._writer, self._pending):
+            if task is not None and not task.done():
+                task.cancel()
+        for hook in self._close_hooks:
+            await self._safe_hook("on_close", hook, self, self.close_code, reason)
+        self._closed.set()
+        if self._tasks:
+            # on_error hooks and close() calls spawned by failures: none may outlive us.
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    def __repr__(self) -> str:
+        where = self.stages.current if len(self.stages) else "no stages"
+        state = f"closed {self.close_code}" if self.closed else "open"
+        return f"<Connection {self.id} {state} at {where!r}>"

@@ -1,0 +1,49 @@
+"""Plain HTTP routes a socker server answers beside its WebSocket (e.g. ``/socker.js``)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib.resources import files
+
+__all__ = ["SOCKER_JS_PATH", "Route", "default_routes"]
+
+SOCKER_JS_PATH = "/socker.js"
+"""Where every socker server serves the browser client."""
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """An HTTP ``GET`` answer: a content type and a body (bytes, or a function making
+    them on each request)."""
+
+    content_type: str
+    body: bytes | Callable[[], bytes]
+
+    def render(self) -> tuple[str, bytes]:
+        """The content type and the body to send now."""
+        body = self.body if isinstance(self.body, bytes) else self.body()
+        return self.content_type, body
+
+    @classmethod
+    def html(cls, text: str) -> Route:
+        """A UTF-8 HTML page."""
+        return cls("text/html; charset=utf-8", text.encode())
+
+
+def _package_file(*parts: str) -> bytes | None:
+    resource = files("socker").joinpath(*parts)
+    return resource.read_bytes() if resource.is_file() else None
+
+
+def default_routes() -> dict[str, Route]:
+    """The routes every server has: the browser client and its type declarations."""
+    routes: dict[str, Route] = {}
+    for path, name, kind in (
+        (SOCKER_JS_PATH, "socker.js", "text/javascript; charset=utf-8"),
+        ("/socker.d.ts", "socker.d.ts", "application/typescript; charset=utf-8"),
+    ):
+        body = _package_file("rtc", "static", name)
+        if body is not None:
+            routes[path] = Route(kind, body)
+    return routes

@@ -1,0 +1,1 @@
+"""Transport adapters: each turns one socket library into socker connections."""
