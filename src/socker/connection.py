@@ -156,9 +156,11 @@ class Connection:
         self._inbox: deque[bytes] | None = deque() if drive == "tick" else None
         self._inbox_room: asyncio.Event | None = None
         self._pending: asyncio.Task[None] | None = None
+        self._handling: asyncio.Future[bool] | None = None
         self._outbox: deque[bytes] = deque()
         self._writer: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._intercept: Callable[[bytes], bool] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._open_hooks: list[OpenHook] = []
         self._close_hooks: list[CloseHook] = []
@@ -190,6 +192,17 @@ class Connection:
             return self.add(handler, name=name, timeout=timeout)
 
         return decorate
+
+    def intercept(self, handler: Callable[[bytes], bool] | None) -> None:
+        """Run ``handler`` on every binary message before the stages see it.
+
+        It returns ``True`` when it consumed the message. One per connection: the rtc
+        layer uses it to route signaling that arrives outside its own stages (e.g. a
+        renegotiation). ``None`` removes it.
+        """
+        if handler is not None and self._intercept is not None:
+            raise RuntimeError(f"connection {self.id} already has an intercept handler")
+        self._intercept = handler
 
     def jump(self, name: str) -> None:
         """Move to stage ``name`` from outside a handler (e.g. when a channel dies)."""
@@ -303,7 +316,15 @@ class Connection:
             if len(inbox) >= self._max_queue:
                 return self._wait_for_room()
             return None
+        pending = self._dispatch(message)
+        return None if pending is None else self._finish(pending)
+
+    def _dispatch(self, message: bytes) -> Awaitable[bool] | None:
+        # The one place a message meets the chain, for both drives.
+        intercept = self._intercept
         try:
+            if intercept is not None and intercept(message):
+                return None
             result = self.stages.feed(message)
         except Exception as exc:
             self.fail(exc)
@@ -311,15 +332,24 @@ class Connection:
         if result is True:
             self._arm_timer()
         elif result is not False:
-            return self._finish(result)
+            return result
         return None
 
     async def _finish(self, pending: Awaitable[bool]) -> None:
+        # An async handler runs as its own task so close() can cancel one that hangs
+        # (a stage timeout, a shutdown) without cancelling the adapter's read pump.
+        task = self._handling = asyncio.ensure_future(pending)
         try:
-            changed = await pending
+            changed = await task
+        except asyncio.CancelledError:
+            if task.cancelled() and self._closing:
+                return  # cancelled by close(); the pump goes on to see the end
+            raise
         except Exception as exc:
             self.fail(exc)
             return
+        finally:
+            self._handling = None
         if changed:
             self._arm_timer()
 
@@ -349,18 +379,10 @@ class Connection:
             raise RuntimeError("poll() is for drive='tick'; this connection runs 'async'")
         handled = 0
         while inbox and self._pending is None and not self._closing:
-            message = inbox.popleft()
             handled += 1
-            try:
-                result = self.stages.feed(message)
-            except Exception as exc:
-                self.fail(exc)
-                break
-            if result is True:
-                self._arm_timer()
-            elif result is not False:
-                self._pending = self._loop.create_task(self._finish_pending(result))
-                break
+            pending = self._dispatch(inbox.popleft())
+            if pending is not None:
+                self._pending = self._loop.create_task(self._finish_pending(pending))
         room = self._inbox_room
         if room is not None and len(inbox) < self._max_queue:
             room.set()
@@ -446,7 +468,13 @@ class Connection:
             await self._safe_hook("on_open", hook, self)
 
     async def close(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
-        """Close with ``code`` and ``reason``; return once the close hooks have run."""
+        """Close with ``code`` and ``reason``; return once the close hooks have run.
+
+        Called from inside a stage handler, it returns once the close frame is sent: the
+        hooks run after the handler returns.
+        """
+        handling = self._handling
+        inside = handling is not None and handling is asyncio.current_task()
         if not self._closing:
             self._closing = True
             reason = _truncate(reason)
@@ -454,11 +482,14 @@ class Connection:
             if self._timer is not None:
                 self._timer.cancel()
                 self._timer = None
+            if handling is not None and not inside:
+                handling.cancel()  # a handler stuck mid-stage must not hold the close
             try:
                 await self._transport.close(int(code), reason)
             except Exception as exc:  # already gone: the reader reports the end
                 logger.debug("connection %s: close failed: %r", self.id, exc)
-        await self._closed.wait()
+        if not inside:
+            await self._closed.wait()
 
     async def wait_closed(self) -> None:
         """Wait until the connection has ended and its close hooks have run."""

@@ -1,0 +1,377 @@
+"""Ready-made stages that open WebRTC DataChannels over a socker connection.
+
+Server (offers)                       Client (answers)
+---------------                       ----------------
+app stages (e.g. hello -> scene)      app stages (e.g. scene: ``await rtc.ready()``)
+``rtc_ready``  <- READY               ``rtc_offer``  <- OFFER, sends ANSWER, then OPEN
+``rtc_answer`` <- ANSWER              ``rtc_open``   <- OPEN
+``rtc_open``   <- OPEN, sends OPEN    app's final stages
+app's final stages
+
+Each rtc stage has a timeout (expiry closes with 4408). Malformed or out-of-order
+signaling, or an SDP the WebRTC stack rejects, closes with 4400. The peer connection
+lives exactly as long as the WebSocket: closing one closes the other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias, TypeVar
+
+from ..connection import Connection
+from ..errors import SignalingError
+from .channel import Channel, MessageHandler
+from .envelope import (
+    Answer,
+    Bye,
+    ChannelSpec,
+    Error,
+    Message,
+    Offer,
+    Open,
+    Ready,
+    Renegotiate,
+    decode,
+    encode,
+    is_signaling,
+    validate_channels,
+)
+from .peer import IceServer, accept_offer, answer_offer, create_channel, make_offer, new_peer
+
+if TYPE_CHECKING:
+    from aiortc import RTCPeerConnection
+
+__all__ = ["DEFAULT_CHANNELS", "RtcSession", "client_stages", "server_stages"]
+
+logger = logging.getLogger("socker.rtc")
+
+DEFAULT_CHANNELS: tuple[ChannelSpec, ...] = (ChannelSpec("game"),)
+"""One unordered, unreliable channel (``ordered=False, maxRetransmits=0``): UDP-like."""
+
+SERVER_STAGES = ("rtc_ready", "rtc_answer", "rtc_open")
+CLIENT_STAGES = ("rtc_offer", "rtc_open")
+
+Role: TypeAlias = Literal["server", "client"]
+SessionHook: TypeAlias = Callable[["RtcSession"], "Awaitable[None] | None"]
+M = TypeVar("M", bound=Message)
+
+
+class RtcSession:
+    """The WebRTC side of one connection: its peer connection and channels.
+
+    Made by :func:`server_stages` or :func:`client_stages`, which add the rtc stages to
+    the connection's chain where they are called.
+    """
+
+    def __init__(
+        self,
+        conn: Connection,
+        role: Role,
+        *,
+        channels: Sequence[ChannelSpec] = DEFAULT_CHANNELS,
+        ice_servers: Sequence[IceServer] = (),
+        timeout: float = 5.0,
+        batch: bool = True,
+    ) -> None:
+        self.conn = conn
+        self.role: Role = role
+        self.specs = validate_channels(channels)
+        self.ice_servers = tuple(ice_servers)
+        self.timeout = timeout
+        self.batch = batch
+        self.pc: RTCPeerConnection | None = None
+        """The aiortc peer connection, once the handshake has made one."""
+        self.channels: dict[str, Channel] = {}
+        """Open (or opening) channels by label."""
+        self.opened = 0
+        """How many times the channels have opened (renegotiations count)."""
+        self._handlers: dict[str, MessageHandler] = {}
+        self._open_hooks: list[SessionHook] = []
+        self._close_hooks: list[SessionHook] = []
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._closing_peer = False
+        names = SERVER_STAGES if role == "server" else CLIENT_STAGES
+        self._first = len(conn.stages)
+        for name in names:
+            conn.add(getattr(self, f"_{role}_{name}"), name=name, timeout=timeout)
+        self._last = len(conn.stages) - 1
+        conn.intercept(self._intercept)
+        conn.on_close(self._on_conn_close)
+
+    # -- what the app uses -----------------------------------------------------------
+
+    def on_message(
+        self, label: str | None = None
+    ) -> Callable[[MessageHandler], MessageHandler]:
+        """Decorator: handle messages of channel ``label`` (default: the first)."""
+        label = self._label(label)
+
+        def register(handler: MessageHandler) -> MessageHandler:
+            self._handlers[label] = handler
+            if label in self.channels:
+                self.channels[label].on_message(handler)
+            return handler
+
+        return register
+
+    def on_open(self, hook: SessionHook) -> SessionHook:
+        """Call ``hook(session)`` each time all channels are open on both sides."""
+        self._open_hooks.append(hook)
+        return hook
+
+    def on_close(self, hook: SessionHook) -> SessionHook:
+        """Call ``hook(session)`` when a channel or the peer connection dies while the
+        WebSocket lives on (``await session.renegotiate()`` starts over)."""
+        self._close_hooks.append(hook)
+        return hook
+
+    def channel(self, label: str | None = None) -> Channel:
+        """The channel called ``label`` (default: the first)."""
+        label = self._label(label)
+        try:
+            return self.channels[label]
+        except KeyError:
+            raise LookupError(f"channel {label!r} is not open yet (stage {self.conn.current!r})")
+
+    def send(self, data: bytes, label: str | None = None) -> bool:
+        """Send on channel ``label`` (default: the first); see :meth:`Channel.send`."""
+        channel = self.channels.get(self._label(label))
+        if channel is None:
+            return False
+        return channel.send(data)
+
+    @property
+    def is_open(self) -> bool:
+        """Whether every channel is open."""
+        return len(self.channels) == len(self.specs) and all(
+            ch.is_open for ch in self.channels.values()
+        )
+
+    async def ready(self) -> None:
+        """Client: tell the server we are ready for an offer (call it from the stage
+        before the rtc stages, as the Go client did after building its scene)."""
+        if self.role != "client":
+            raise RuntimeError("ready() is the client's call; the server waits for READY")
+        await self.conn.send(encode(Ready()))
+
+    async def renegotiate(self) -> None:
+        """Start over with a fresh offer (e.g. after a channel died)."""
+        if self.role == "server":
+            await self.conn.send(encode(Renegotiate("server asked")))
+            return
+        await self._close_peer()
+        self.conn.jump("rtc_offer")
+        await self.conn.send(encode(Ready()))
+
+    async def close(self) -> None:
+        """Close the peer connection (the WebSocket stays open)."""
+        await self._close_peer()
+
+    # -- stages: server --------------------------------------------------------------
+
+    async def _server_rtc_ready(self, message: bytes) -> bool:
+        self._expect(message, Ready)
+        await self._close_peer()
+        pc = self.pc = new_peer(self.ice_servers)
+        self._watch(pc)
+        for spec in self.specs:
+            self._attach(create_channel(pc, spec), spec)
+        sdp = await make_offer(pc)
+        await self.conn.send(encode(Offer(sdp, self.specs)))
+        return True
+
+    async def _server_rtc_answer(self, message: bytes) -> bool:
+        answer = self._expect(message, Answer)
+        assert self.pc is not None
+        await answer_offer(self.pc, answer.sdp)
+        return True
+
+    async def _server_rtc_open(self, message: bytes) -> bool:
+        self._expect(message, Open)
+        # The side that created a channel sees it open only after the peer's ack.
+        await asyncio.gather(*(ch.wait_open() for ch in self.channels.values()))
+        await self.conn.send(encode(Open()))
+        self._opened()
+        return True
+
+    # -- stages: client --------------------------------------------------------------
+
+    async def _client_rtc_offer(self, message: bytes) -> bool:
+        offer = self._expect(message, Offer)
+        self.specs = validate_channels(offer.channels)
+        await self._close_peer()
+        pc = self.pc = new_peer(self.ice_servers)
+        self._watch(pc)
+        by_label = {spec.label: spec for spec in self.specs}
+        for spec in self.specs:
+            if spec.negotiated:  # both sides create it, with the same id
+                self._attach(create_channel(pc, spec), spec)
+
+        @pc.on("datachannel")  # type: ignore[untyped-decorator]
+        def _announced(dc: Any) -> None:
+            spec = by_label.get(dc.label)
+            if spec is None:
+                logger.warning("ignoring channel %r the offer did not list", dc.label)
+                return
+            self._attach(dc, spec)
+
+        answer = await accept_offer(pc, offer.sdp)
+        await self.conn.send(encode(Answer(answer)))
+        self._spawn(self._confirm_open(pc))
+        return True
+
+    async def _confirm_open(self, pc: RTCPeerConnection) -> None:
+        while self.pc is pc and not self.is_open:
+            await asyncio.sleep(0.005)  # announced channels arrive one by one
+        if self.pc is pc and not self.conn.closed:
+            await self.conn.send(encode(Open()))
+
+    async def _client_rtc_open(self, message: bytes) -> bool:
+        self._expect(message, Open)
+        self._opened()
+        return True
+
+    # -- plumbing --------------------------------------------------------------------
+
+    def _label(self, label: str | None) -> str:
+        if label is None:
+            return self.specs[0].label
+        if all(spec.label != label for spec in self.specs) and self.role == "server":
+            raise LookupError(f"no channel {label!r}; the channels are {self._labels()}")
+        return label
+
+    def _labels(self) -> list[str]:
+        return [spec.label for spec in self.specs]
+
+    def _expect(self, frame: bytes, kind: type[M]) -> M:
+        message = decode(frame)  # SignalingError on garbage: the connection closes 4400
+        if isinstance(message, kind):
+            return message
+        if isinstance(message, Error):
+            raise SignalingError(f"peer reported error {message.code}: {message.reason}")
+        expected, got = kind.__name__.upper(), type(message).__name__.upper()
+        raise SignalingError(f"expected {expected} in stage {self.conn.current!r}, got {got}")
+
+    def _intercept(self, frame: bytes) -> bool:
+        # Signaling that arrives outside the rtc stages: renegotiation, or a protocol error.
+        index = self.conn.stages.index
+        if self._first <= index <= self._last or not is_signaling(frame):
+            return False
+        message = decode(frame)
+        stage = self.conn.current
+        if index < self._first:
+            raise SignalingError(f"{type(message).__name__.upper()} before the rtc stages")
+        if isinstance(message, Bye):
+            self._spawn(self._close_peer())
+            return True
+        if isinstance(message, Error):
+            logger.warning("peer reported error %d: %s", message.code, message.reason)
+            return True
+        if self.role == "server" and isinstance(message, Ready):
+            self.conn.jump("rtc_ready")  # the client renegotiates; rtc_ready takes it
+            return False
+        if self.role == "client" and isinstance(message, Renegotiate):
+            self._spawn(self.renegotiate())
+            return True
+        raise SignalingError(f"unexpected {type(message).__name__.upper()} in stage {stage!r}")
+
+    def _attach(self, dc: Any, spec: ChannelSpec) -> None:
+        channel = Channel(dc, spec, batch=self.batch)
+        handler = self._handlers.get(spec.label)
+        if handler is not None:
+            channel.on_message(handler)
+        channel.on_close(self._channel_closed)
+        self.channels[spec.label] = channel
+
+    def _watch(self, pc: RTCPeerConnection) -> None:
+        @pc.on("connectionstatechange")  # type: ignore[untyped-decorator]
+        def _changed() -> None:
+            if pc is self.pc and pc.connectionState == "failed":
+                self._lost()
+
+    def _channel_closed(self, channel: Channel) -> None:
+        if self.channels.get(channel.label) is channel:
+            self._lost()
+
+    def _lost(self) -> None:
+        if self._closing_peer or self.conn.closed:
+            return
+        self._run_hooks(self._close_hooks)
+
+    def _opened(self) -> None:
+        self.opened += 1
+        self._run_hooks(self._open_hooks)
+
+    def _run_hooks(self, hooks: list[SessionHook]) -> None:
+        for hook in hooks:
+            try:
+                result = hook(self)
+                if inspect.isawaitable(result):
+                    self._spawn(result)
+            except Exception:
+                logger.exception("rtc session hook raised")
+
+    def _spawn(self, awaitable: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(awaitable)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _close_peer(self) -> None:
+        pc, self.pc = self.pc, None
+        channels, self.channels = self.channels, {}
+        if pc is None:
+            return
+        self._closing_peer = True
+        try:
+            for channel in channels.values():
+                channel.close()
+            await pc.close()
+        finally:
+            self._closing_peer = False
+
+    async def _on_conn_close(self, conn: Connection, code: int, reason: str) -> None:
+        # aiortc alone would notice a vanished peer only after ~30 s.
+        current = asyncio.current_task()
+        for task in list(self._tasks):
+            if task is not current:
+                task.cancel()
+        await self._close_peer()
+        if self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+
+def server_stages(
+    conn: Connection,
+    *,
+    channels: Sequence[ChannelSpec] = DEFAULT_CHANNELS,
+    ice_servers: Sequence[IceServer] = (),
+    timeout: float = 5.0,
+    batch: bool = True,
+) -> RtcSession:
+    """Add the server's rtc stages (``rtc_ready``, ``rtc_answer``, ``rtc_open``) here.
+
+    Args:
+        conn: the connection whose chain gets the stages, after those added so far.
+        channels: the channels to open (default: one unordered, unreliable ``"game"``).
+        ice_servers: STUN/TURN servers; default none (no public server is asked).
+        timeout: seconds each rtc stage may take; expiry closes with 4408.
+        batch: pack small messages sent in one loop iteration into one frame.
+    """
+    return RtcSession(
+        conn, "server", channels=channels, ice_servers=ice_servers, timeout=timeout, batch=batch
+    )
+
+
+def client_stages(
+    conn: Connection,
+    *,
+    ice_servers: Sequence[IceServer] = (),
+    timeout: float = 5.0,
+    batch: bool = True,
+) -> RtcSession:
+    """Add the client's rtc stages (``rtc_offer``, ``rtc_open``) here; the server's offer
+    says which channels to expect. Call ``await session.ready()`` from the stage before."""
+    return RtcSession(conn, "client", ice_servers=ice_servers, timeout=timeout, batch=batch)
