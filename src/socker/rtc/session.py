@@ -93,6 +93,7 @@ class RtcSession:
         self._close_hooks: list[SessionHook] = []
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closing_peer = False
+        self._all_open = asyncio.Event()
         names = SERVER_STAGES if role == "server" else CLIENT_STAGES
         self._first = len(conn.stages)
         for name in names:
@@ -103,9 +104,7 @@ class RtcSession:
 
     # -- what the app uses -----------------------------------------------------------
 
-    def on_message(
-        self, label: str | None = None
-    ) -> Callable[[MessageHandler], MessageHandler]:
+    def on_message(self, label: str | None = None) -> Callable[[MessageHandler], MessageHandler]:
         """Decorator: handle messages of channel ``label`` (default: the first)."""
         label = self._label(label)
 
@@ -134,7 +133,8 @@ class RtcSession:
         try:
             return self.channels[label]
         except KeyError:
-            raise LookupError(f"channel {label!r} is not open yet (stage {self.conn.current!r})")
+            stage = self.conn.current
+            raise LookupError(f"channel {label!r} is not open yet (stage {stage!r})") from None
 
     def send(self, data: bytes, label: str | None = None) -> bool:
         """Send on channel ``label`` (default: the first); see :meth:`Channel.send`."""
@@ -210,7 +210,7 @@ class RtcSession:
             if spec.negotiated:  # both sides create it, with the same id
                 self._attach(create_channel(pc, spec), spec)
 
-        @pc.on("datachannel")  # type: ignore[untyped-decorator]
+        @pc.on("datachannel")
         def _announced(dc: Any) -> None:
             spec = by_label.get(dc.label)
             if spec is None:
@@ -224,8 +224,7 @@ class RtcSession:
         return True
 
     async def _confirm_open(self, pc: RTCPeerConnection) -> None:
-        while self.pc is pc and not self.is_open:
-            await asyncio.sleep(0.005)  # announced channels arrive one by one
+        await self._all_open.wait()  # announced channels arrive one by one
         if self.pc is pc and not self.conn.closed:
             await self.conn.send(encode(Open()))
 
@@ -284,10 +283,16 @@ class RtcSession:
         if handler is not None:
             channel.on_message(handler)
         channel.on_close(self._channel_closed)
+        channel.on_open(self._channel_opened)
         self.channels[spec.label] = channel
+        self._channel_opened(channel)  # announced channels arrive already open
+
+    def _channel_opened(self, channel: Channel) -> None:
+        if self.is_open:
+            self._all_open.set()
 
     def _watch(self, pc: RTCPeerConnection) -> None:
-        @pc.on("connectionstatechange")  # type: ignore[untyped-decorator]
+        @pc.on("connectionstatechange")
         def _changed() -> None:
             if pc is self.pc and pc.connectionState == "failed":
                 self._lost()
@@ -322,6 +327,7 @@ class RtcSession:
     async def _close_peer(self) -> None:
         pc, self.pc = self.pc, None
         channels, self.channels = self.channels, {}
+        self._all_open.clear()
         if pc is None:
             return
         self._closing_peer = True
