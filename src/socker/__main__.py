@@ -1,0 +1,5 @@
+"""``python -m socker demo``."""
+
+from .cli import main
+
+raise SystemExit(main())

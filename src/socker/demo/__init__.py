@@ -1,0 +1,1 @@
+"""The `socker demo` app: a live multiplayer page that shows the whole flow."""
