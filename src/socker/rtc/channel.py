@@ -49,6 +49,10 @@ class Channel:
         """Messages delivered to the handler (after unbatching)."""
         self.dropped = 0
         """Messages :meth:`send` dropped because the link was backed up."""
+        self.frames_sent = 0
+        """DataChannel messages handed to the WebRTC stack (after batching)."""
+        self.frames_received = 0
+        """DataChannel messages received (before unbatching)."""
         self._dc = dc
         self._max_frame = max_frame
         self._batcher = Batcher(max_frame)
@@ -120,6 +124,7 @@ class Channel:
         if not self.batch:
             for frame in pack([data], self._max_frame):
                 self._dc.send(frame)
+                self.frames_sent += 1
             return True
         self._batcher.add(data)
         if not self._flush_scheduled:
@@ -135,6 +140,7 @@ class Channel:
             return
         for frame in frames:
             self._dc.send(frame)
+            self.frames_sent += 1
 
     def close(self) -> None:
         """Close the channel."""
@@ -156,6 +162,7 @@ class Channel:
         if isinstance(frame, str):
             logger.warning("channel %r: ignored a text message", self.label)
             return
+        self.frames_received += 1
         try:
             messages = unpack(frame)
         except Exception as exc:
