@@ -255,6 +255,8 @@ class Connection:
 
     async def send(self, data: bytes) -> None:
         """Send a binary message, waiting while the peer is slow (flow control)."""
+        while len(self._outbox) >= self._max_queue and self._writer is not None:
+            await asyncio.wait([self._writer])  # write()'s queue is full: wait for room
         if self._closing:
             raise ConnectionClosedError(self.close_code, self.close_reason)
         if self._outbox:  # keep order with earlier write() calls
@@ -443,8 +445,10 @@ class Connection:
             self._spawn(self._safe_hook("on_error", hook, self, exc))
 
     def _close_soon(self, code: int, reason: str) -> None:
+        # Closing from now on: no later message may reach a handler. The close frame
+        # goes out from a task.
         if not self._closing:
-            self._spawn(self.close(code, reason))
+            self._spawn(self._close_transport(*self._begin_close(code, reason, inside=False)))
 
     def _spawn(self, coro: Awaitable[Any]) -> None:
         task = asyncio.ensure_future(coro)
@@ -476,20 +480,26 @@ class Connection:
         handling = self._handling
         inside = handling is not None and handling is asyncio.current_task()
         if not self._closing:
-            self._closing = True
-            reason = _truncate(reason)
-            self._close_sent = (int(code), reason)
-            if self._timer is not None:
-                self._timer.cancel()
-                self._timer = None
-            if handling is not None and not inside:
-                handling.cancel()  # a handler stuck mid-stage must not hold the close
-            try:
-                await self._transport.close(int(code), reason)
-            except Exception as exc:  # already gone: the reader reports the end
-                logger.debug("connection %s: close failed: %r", self.id, exc)
+            await self._close_transport(*self._begin_close(code, reason, inside=inside))
         if not inside:
             await self._closed.wait()
+
+    def _begin_close(self, code: int, reason: str, *, inside: bool) -> tuple[int, str]:
+        self._closing = True
+        self._close_sent = (int(code), _truncate(reason))
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        handling = self._handling
+        if handling is not None and not inside:
+            handling.cancel()  # a handler stuck mid-stage must not hold the close
+        return self._close_sent
+
+    async def _close_transport(self, code: int, reason: str) -> None:
+        try:
+            await self._transport.close(code, reason)
+        except Exception as exc:  # already gone: the reader reports the end
+            logger.debug("connection %s: close failed: %r", self.id, exc)
 
     async def wait_closed(self) -> None:
         """Wait until the connection has ended and its close hooks have run."""

@@ -1,7 +1,9 @@
-"""WebRTC next to the WebSocket: signaling envelope and DataChannel batching.
+"""WebRTC DataChannels next to the WebSocket (``pip install socker[rtc]``).
 
-Only the pure pieces live here so far; importing :mod:`socker.rtc` does not import aiortc
-(it costs ~0.3 s and ~36 MiB), so the aiortc-backed parts will be imported lazily.
+:func:`server_stages` / :func:`client_stages` add the rtc stages to a connection's chain;
+the signaling envelope and the batching codec underneath are pure. Importing
+:mod:`socker.rtc` does not import aiortc (it costs ~0.3 s and ~36 MiB): the peer
+connection is made, and aiortc imported, when the first handshake starts.
 """
 
 from .batch import Batcher, BatchError, pack, unpack
