@@ -1,0 +1,353 @@
+"""Mount socker on a path of any ASGI app (Starlette, FastAPI, ...), served by uvicorn
+or another ASGI server.
+
+>>> sock = SockerASGI(setup, origins=["https://game.example"])   # doctest: +SKIP
+>>> app = Starlette(routes=[Mount("/ws", app=sock)])              # doctest: +SKIP
+
+:class:`SockerASGI` is an ASGI application. It answers:
+
+* ``websocket``: every WebSocket the host app routes to it becomes a
+  :class:`~socker.Connection` with the same admission (origin, ``max_connections``,
+  ``authenticate``), stages, hooks and close codes as ``socker.serve()``;
+* ``http``: the server's routes (``/socker.js``, ``/socker.d.ts``, your ``routes``)
+  relative to where it is mounted, 404 otherwise;
+* ``lifespan``: when it is the top-level app, shutdown runs ``server.close()`` (1001 to
+  whoever is still connected; uvicorn closes WebSockets itself, 1012, before lifespan
+  shutdown: ``docs/asgi.md`` has the recipe for 1001).
+
+Its :attr:`SockerASGI.server` is a :class:`socker.Server` that never listens itself: it
+holds the registry of connections, ``tick()``, ``broadcast()`` and ``close()``, and this
+module only adapts ASGI messages to it. See ``docs/asgi.md``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
+from http import HTTPStatus
+from typing import Any, TypeAlias, TypedDict, Unpack
+
+from websockets.datastructures import Headers
+
+from .admission import Authenticate
+from .connection import CloseHook, Connection, Drive, ErrorHook, OpenHook, Request, TextPolicy
+from .errors import CloseCode, ConnectionClosedError, HandshakeRejected
+from .routes import Route
+from .server import Server, Setup
+
+__all__ = [
+    "ASGIOptions",
+    "ASGITransport",
+    "Message",
+    "Receive",
+    "Scope",
+    "Send",
+    "SockerASGI",
+]
+
+logger = logging.getLogger("socker")
+
+Scope: TypeAlias = MutableMapping[str, Any]
+"""An ASGI connection scope."""
+Message: TypeAlias = MutableMapping[str, Any]
+"""An ASGI event, sent or received."""
+Receive: TypeAlias = Callable[[], Awaitable[Message]]
+"""The ASGI ``receive`` callable."""
+Send: TypeAlias = Callable[[Message], Awaitable[None]]
+"""The ASGI ``send`` callable."""
+
+HTTP_RESPONSE_EXTENSION = "websocket.http.response"
+"""The ASGI extension that lets an app refuse a WebSocket with any HTTP response."""
+POLICY_VIOLATION = 1008
+"""The close code of a refusal sent as ``websocket.close`` (servers without the
+extension answer it with HTTP 403)."""
+
+
+class ASGIOptions(TypedDict, total=False):
+    """Keyword options of :class:`SockerASGI`: those of :class:`socker.Server` that
+    mean something under an ASGI server (no host, port, path, transport or pings:
+    the ASGI server and the host app own those)."""
+
+    drive: Drive
+    origins: Sequence[str] | None
+    max_connections: int | None
+    authenticate: Authenticate | None
+    max_size: int
+    max_queue: int
+    text: TextPolicy
+    on_open: OpenHook | None
+    on_close: CloseHook | None
+    on_error: ErrorHook | None
+    routes: Mapping[str, Route] | None
+
+
+class ASGITransport:
+    """A :class:`~socker.connection.Transport` over one ASGI ``websocket`` scope.
+
+    ``send`` and ``close`` become ``websocket.send`` / ``websocket.close`` events.
+    Latency is always 0: ASGI has no ping API, and the ASGI server runs its own
+    keepalive (uvicorn: ``ws_ping_interval`` / ``ws_ping_timeout``).
+    """
+
+    __slots__ = ("__weakref__", "_close_sent", "_ended", "_remote", "_send")
+
+    def __init__(self, send: Send, remote_address: Any = None) -> None:
+        self._send = send
+        self._remote = remote_address
+        self._close_sent = False
+        self._ended: tuple[int | None, str] | None = None
+
+    @property
+    def remote_address(self) -> Any:
+        """The peer's ``(host, port)`` from the scope's ``client``, or ``None``."""
+        return self._remote
+
+    @property
+    def latency(self) -> float:
+        """Always 0: the ASGI server does keepalive and does not report round trips."""
+        return 0.0
+
+    def ended(self, code: int | None, reason: str) -> None:
+        """Record that the ASGI server reported ``websocket.disconnect``."""
+        if self._ended is None:
+            self._ended = (code, reason)
+
+    async def send(self, data: bytes) -> None:
+        """Send one binary message (``websocket.send``)."""
+        if self._ended is not None:
+            raise ConnectionClosedError(*self._ended)
+        if self._close_sent:
+            raise ConnectionClosedError(None, "closing")
+        try:
+            await self._send({"type": "websocket.send", "bytes": data})
+        except OSError as exc:  # ASGI 2.4: the client is gone
+            code, reason = self._ended or (None, "client disconnected")
+            raise ConnectionClosedError(code, reason) from exc
+
+    async def close(self, code: int, reason: str) -> None:
+        """Send ``websocket.close``. The ASGI server completes the closing handshake and
+        reports ``websocket.disconnect`` to the read pump."""
+        if self._close_sent or self._ended is not None:
+            return
+        self._close_sent = True
+        with contextlib.suppress(OSError):  # already gone; the pump hears the disconnect
+            await self._send({"type": "websocket.close", "code": code, "reason": reason})
+
+
+def _headers(scope: Scope) -> Headers:
+    return Headers(
+        (name.decode("latin-1"), value.decode("latin-1")) for name, value in scope["headers"]
+    )
+
+
+def _remote(scope: Scope) -> Any:
+    client = scope.get("client")
+    return tuple(client) if client is not None else None
+
+
+def _route_path(scope: Scope) -> str:
+    """The path below where the app is mounted (as Starlette's ``Mount`` sets
+    ``root_path``), always starting with ``/``."""
+    path: str = scope["path"]
+    root: str = scope.get("root_path") or ""
+    if root and path.startswith(root) and (len(path) == len(root) or path[len(root)] == "/"):
+        path = path[len(root) :]
+    return path or "/"
+
+
+def _request(scope: Scope, path: str) -> Request:
+    query = scope.get("query_string", b"").decode("latin-1")
+    return Request(path, query, _headers(scope), _remote(scope))
+
+
+async def _respond(
+    send: Send, status: int, content_type: str, body: bytes, *, head: bool = False
+) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", content_type.encode("latin-1")),
+                (b"content-length", str(len(body)).encode()),
+                (b"cache-control", b"no-cache"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": b"" if head else body})
+
+
+class SockerASGI:
+    """socker as an ASGI application: mount it on a path of any ASGI app.
+
+    >>> sock = socker.asgi.SockerASGI(setup, max_connections=1000)   # doctest: +SKIP
+    >>> app = Starlette(routes=[Mount("/ws", app=sock)])               # doctest: +SKIP
+
+    Clients connect to ``ws://host/ws/`` (``Mount`` matches below ``/ws/``; use
+    ``WebSocketRoute("/ws", sock)`` for an exact ``/ws`` without the HTTP routes). Every
+    WebSocket the host app routes here is a socker connection: the host app's router
+    decides the path.
+
+    Args:
+        setup: called with each new :class:`~socker.Connection`; add its stages there.
+        **options: those of :class:`socker.Server` without host, port, path, transport
+            and pings (see :class:`ASGIOptions`).
+
+    Refusals (origin, ``max_connections``, ``authenticate``) happen before the
+    WebSocket is accepted. With the ASGI ``websocket.http.response`` extension (uvicorn
+    has it) the client gets the same HTTP status and reason as from ``socker.serve()``
+    (403, 503, 401...); without it the app sends ``websocket.close`` (code 1008) before
+    accepting, which the ASGI spec turns into HTTP 403 whatever the cause.
+
+    ``max_size`` is checked on every message (1009 past it); the ASGI server has its own
+    limit (uvicorn's ``ws_max_size``, 16 MiB by default) and closes with 1009 itself past
+    that, before socker sees the message: set it to ``max_size`` to stop big messages
+    early.
+    """
+
+    def __init__(self, setup: Setup, **options: Unpack[ASGIOptions]) -> None:
+        self.server: Server = Server(setup, ping_interval=None, ping_timeout=None, **options)
+        """The :class:`socker.Server` behind this app (never listening itself): use its
+        ``connections``, ``tick()``, ``broadcast()`` and ``close()``."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The ASGI entry point."""
+        kind = scope["type"]
+        if kind == "websocket":
+            await self._websocket(scope, receive, send)
+        elif kind == "http":
+            await self._http(scope, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+        else:
+            raise ValueError(f"socker's ASGI app does not handle {kind!r} scopes")
+
+    # -- websocket -------------------------------------------------------------------
+
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        message = await receive()
+        if message["type"] != "websocket.connect":
+            return  # the client left before the handshake
+        server = self.server
+        request = _request(scope, scope["path"])
+        transport = ASGITransport(send, request.remote_address)
+        try:
+            await server.admit(transport, request)  # the transport is the admission key
+        except HandshakeRejected as exc:
+            refusal: tuple[int, str] | None = (exc.status, exc.reason)
+        except Exception:
+            logger.exception("admission of %s failed", request.path)
+            refusal = (HTTPStatus.INTERNAL_SERVER_ERROR, "admission failed")
+        else:
+            refusal = None
+        if refusal is not None:
+            with contextlib.suppress(OSError):  # the client may be gone already
+                await self._reject(scope, send, *refusal)
+            return
+        try:
+            await send({"type": "websocket.accept"})
+        except OSError:
+            return  # gone; the admitted slot goes with the transport (a weak key)
+        conn = server.open_connection(transport, transport, request)
+        reader = _pump(receive, conn, transport, server.max_size)
+        try:
+            await server.run_connection(conn, reader)
+        finally:
+            if inspect.getcoroutinestate(reader) == inspect.CORO_CREATED:
+                reader.close()  # cancelled during setup: never started, never awaited
+
+    @staticmethod
+    async def _reject(scope: Scope, send: Send, status: int, reason: str) -> None:
+        extensions = scope.get("extensions") or {}
+        if HTTP_RESPONSE_EXTENSION in extensions:
+            body = f"{reason}\n".encode()
+            await send(
+                {
+                    "type": "websocket.http.response.start",
+                    "status": int(status),
+                    "headers": [
+                        (b"content-type", b"text/plain; charset=utf-8"),
+                        (b"content-length", str(len(body)).encode()),
+                    ],
+                }
+            )
+            await send({"type": "websocket.http.response.body", "body": body})
+        else:
+            # Before accept, the ASGI server answers this with HTTP 403.
+            await send({"type": "websocket.close", "code": POLICY_VIOLATION, "reason": reason})
+
+    # -- http ------------------------------------------------------------------------
+
+    async def _http(self, scope: Scope, send: Send) -> None:
+        route = self.server.route(_request(scope, _route_path(scope)))
+        method = scope.get("method", "GET")
+        if route is None:
+            await _respond(send, HTTPStatus.NOT_FOUND, "text/plain; charset=utf-8", b"not found\n")
+        elif method not in ("GET", "HEAD"):
+            await _respond(
+                send,
+                HTTPStatus.METHOD_NOT_ALLOWED,
+                "text/plain; charset=utf-8",
+                b"method not allowed\n",
+            )
+        else:
+            content_type, body = route.render()
+            await _respond(send, HTTPStatus.OK, content_type, body, head=method == "HEAD")
+
+    # -- lifespan --------------------------------------------------------------------
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.server.close()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+async def _pump(
+    receive: Receive, conn: Connection, transport: ASGITransport, max_size: int
+) -> None:
+    """Read ASGI events into ``conn`` until ``websocket.disconnect``, then report the
+    end to ``conn``."""
+    code: int | None = None
+    reason = ""
+    closer: asyncio.Future[None] | None = None
+    try:
+        while True:
+            message = await receive()
+            kind = message["type"]
+            if kind == "websocket.receive":
+                data: bytes | str | None = message.get("bytes")
+                if data is None:
+                    data = message.get("text")
+                if data is None or closer is not None:
+                    continue
+                size = len(data.encode()) if isinstance(data, str) else len(data)
+                if size > max_size:
+                    # conn.close() waits for the end, which this pump reports: run it
+                    # beside the pump and keep reading until the disconnect.
+                    closer = asyncio.ensure_future(
+                        conn.close(
+                            CloseCode.MESSAGE_TOO_BIG,
+                            f"message of {size} bytes over max_size ({max_size})",
+                        )
+                    )
+                    continue
+                waiter = conn.receive(data)
+                if waiter is not None:
+                    await waiter
+            elif kind == "websocket.disconnect":
+                code = message.get("code", 1005)
+                reason = message.get("reason") or ""
+                break
+    finally:
+        transport.ended(code, reason)
+        await conn.transport_closed(code, reason)
+        if closer is not None:
+            await closer
