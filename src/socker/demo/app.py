@@ -14,9 +14,9 @@ import math
 import random
 import signal
 import time
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from importlib.resources import files
-from typing import Any
 
 from ..client import connect
 from ..connection import Connection
@@ -25,7 +25,7 @@ from ..rtc.session import RtcSession, client_stages, server_stages
 from ..server import Server, serve
 from .world import SIZE, World, control, parse_control, position
 
-__all__ = ["Demo", "run_bot", "run_demo"]
+__all__ = ["Demo", "demo_server", "run_bot", "run_demo"]
 
 TICK_HZ = 30
 
@@ -166,43 +166,48 @@ async def run_bot(url: str, name: str, *, seconds: float | None = None) -> None:
             await asyncio.sleep(1 / TICK_HZ)
 
 
+@contextlib.asynccontextmanager
+async def demo_server(
+    host: str = "127.0.0.1", port: int = 8000, *, bots: int = 0
+) -> AsyncIterator[Server]:
+    """The demo server, its game loop and ``bots`` wandering players, running inside
+    the ``async with``; shuts down cleanly (1001 to every client) at its end."""
+    demo = Demo()
+    routes = {"/": Route("text/html; charset=utf-8", page)}
+    async with serve(demo.setup, host, port, path="/ws", routes=routes) as server:
+        demo.server = server
+        tasks = [asyncio.create_task(demo.run_loops())]
+        tasks += [asyncio.create_task(run_bot(server.url, f"bot{i + 1}")) for i in range(bots)]
+        try:
+            yield server
+        finally:
+            await server.close()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+
 async def run_demo(
     host: str = "127.0.0.1",
     port: int = 8000,
     *,
     bots: int = 0,
     seconds: float | None = None,
-    announce: Any = print,
+    announce: Callable[[str], object] = print,
 ) -> None:
-    """Serve the demo until Ctrl-C (or for ``seconds``), with ``bots`` wandering."""
-    demo = Demo()
-    routes = {"/": Route("text/html; charset=utf-8", page)}
-    async with serve(demo.setup, host, port, path="/ws", routes=routes) as server:
-        demo.server = server
+    """Serve the demo until Ctrl-C or SIGTERM (or for ``seconds``)."""
+    async with demo_server(host, port, bots=bots) as server:
         announce(f"socker demo: open {server.http_url} in a few browser tabs (Ctrl-C stops)")
-        loops = asyncio.create_task(demo.run_loops())
-        bot_tasks = [
-            asyncio.create_task(run_bot(server.url, f"bot{i + 1}", seconds=seconds))
-            for i in range(bots)
-        ]
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, stop.set)
         try:
-            if seconds is None:
-                await stop.wait()
-            else:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), seconds)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), seconds)
         finally:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 with contextlib.suppress(NotImplementedError, RuntimeError):
                     loop.remove_signal_handler(sig)
             announce("socker demo: shutting down (code 1001 to every client)")
-            await server.close()
-            loops.cancel()
-            for task in bot_tasks:
-                task.cancel()
-            await asyncio.gather(loops, *bot_tasks, return_exceptions=True)
