@@ -24,6 +24,13 @@ Authenticate: TypeAlias = Callable[[Request], "Any | Awaitable[Any]"]
 403, or raises :class:`~socker.HandshakeRejected` with its own status."""
 
 
+def _header(request: Request, name: str) -> str | None:
+    try:
+        return request.headers.get(name)
+    except LookupError:  # websockets' Headers: the header came more than once
+        raise HandshakeRejected(HTTPStatus.FORBIDDEN, f"more than one {name} header") from None
+
+
 def _origin_host(origin: str) -> str:
     return urlsplit(origin).netloc.lower()
 
@@ -49,11 +56,11 @@ class Admission:
 
     def check_origin(self, request: Request) -> None:
         """Raise 403 unless the request's Origin is allowed."""
-        origin = request.headers.get("Origin")
+        origin = _header(request, "Origin")
         if origin is None:
             return
         if self.origins is None:
-            host = (request.headers.get("Host") or "").lower()
+            host = (_header(request, "Host") or "").lower()
             if _origin_host(origin) != host:
                 raise HandshakeRejected(
                     HTTPStatus.FORBIDDEN, f"origin {origin} not allowed for host {host}"

@@ -265,7 +265,11 @@ class Connection:
             if writer is not None:
                 await asyncio.shield(writer)
             return
-        await self._transport.send(data)
+        try:
+            await self._transport.send(data)
+        except ConnectionClosedError:
+            self._closing = True  # the peer is gone; the reader reports how it ended
+            raise
 
     def write(self, data: bytes) -> None:
         """Queue a binary message without blocking.
@@ -347,6 +351,10 @@ class Connection:
             if task.cancelled() and self._closing:
                 return  # cancelled by close(); the pump goes on to see the end
             raise
+        except ConnectionClosedError as exc:
+            if not self._closing:
+                self.fail(exc)  # not ours: another connection's send() failed
+            return  # ours ended mid-handler: not a handler error
         except Exception as exc:
             self.fail(exc)
             return

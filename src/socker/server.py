@@ -184,8 +184,10 @@ class Server:
         skip = {exclude} if isinstance(exclude, Connection) else set(exclude or ())
         sent = 0
         for conn in list(self._connections.values()):
-            if conn in skip or conn.closed or (stages is not None and conn.current not in stages):
+            if conn in skip or conn.closed:
                 continue
+            if stages is not None and (not len(conn.stages) or conn.current not in stages):
+                continue  # not in those stages (or still in setup, with none yet)
             try:
                 conn.write(data)
             except QueueFullError:
@@ -213,6 +215,7 @@ class Server:
             self.host,
             self._requested_port,
             process_request=self._ws_process_request,
+            process_response=self._ws_process_response,
             compression=None,  # binary game data; deflate costs ~60 KiB per connection
             max_size=self.max_size,
             ping_interval=self.ping_interval,
@@ -330,6 +333,15 @@ class Server:
             await self.admit(ws, request)
         except HandshakeRejected as exc:
             return ws.respond(exc.status, f"{exc.reason}\n")
+        return None
+
+    def _ws_process_response(
+        self, ws: ServerConnection, raw: WsRequest, response: WsResponse
+    ) -> None:
+        if response.status_code != HTTPStatus.SWITCHING_PROTOCOLS:
+            # Admitted, then refused by websockets (e.g. 426, not an upgrade): the
+            # place it held under max_connections is free again.
+            self._admitted.pop(ws, None)
         return None
 
     async def _ws_handler(self, ws: ServerConnection) -> None:

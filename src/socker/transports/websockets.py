@@ -8,6 +8,7 @@ from websockets.asyncio.connection import Connection as WsConnection
 from websockets.exceptions import ConnectionClosed
 
 from ..connection import Connection, Request
+from ..errors import ConnectionClosedError
 
 __all__ = ["WebsocketsTransport", "ending", "pump", "request_of"]
 
@@ -29,7 +30,10 @@ class WebsocketsTransport:
         return self.ws.latency
 
     async def send(self, data: bytes) -> None:
-        await self.ws.send(data)
+        try:
+            await self.ws.send(data)
+        except ConnectionClosed as exc:
+            raise ConnectionClosedError(*ending(self.ws)) from exc
 
     async def close(self, code: int, reason: str) -> None:
         await self.ws.close(code, reason)

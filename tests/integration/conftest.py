@@ -1,0 +1,123 @@
+"""Fixtures for tests with real servers and real clients on 127.0.0.1.
+
+``start_server(setup, **options)`` starts ``socker.serve(setup, port=0, ...)`` and stops
+it at teardown; the teardown then checks that no task outlived the servers.
+``Recorder`` collects what a connection's hooks were called with.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import pytest
+
+import socker
+
+HOST = "127.0.0.1"
+
+
+class StartServer(Protocol):
+    async def __call__(
+        self, setup: socker.Setup, *, port: int = 0, **options: Any
+    ) -> socker.Server: ...
+
+
+async def eventually(
+    condition: Callable[[], object],
+    *,
+    timeout: float = 2.0,  # noqa: ASYNC109 (a polling deadline, not a cancel scope)
+    what: str = "condition",
+) -> None:
+    """Poll ``condition`` until it is true; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}")
+        await asyncio.sleep(0.005)
+
+
+async def leftover_tasks(
+    before: set[asyncio.Task[Any]],
+    timeout: float = 2.0,  # noqa: ASYNC109 (a polling deadline, not a cancel scope)
+) -> set[Any]:
+    """Tasks started since ``before`` that are still running after ``timeout`` seconds."""
+    me = asyncio.current_task()
+    deadline = time.monotonic() + timeout
+    while True:
+        extra = {t for t in asyncio.all_tasks() if t not in before and t is not me}
+        if not extra or time.monotonic() > deadline:
+            return extra
+        await asyncio.sleep(0.01)
+
+
+@pytest.fixture
+async def start_server() -> AsyncIterator[StartServer]:
+    """Start real servers on 127.0.0.1; close them and check for leaked tasks after."""
+    before = set(asyncio.all_tasks())
+    servers: list[socker.Server] = []
+
+    async def start(setup: socker.Setup, *, port: int = 0, **options: Any) -> socker.Server:
+        server = socker.serve(setup, HOST, port, **options)
+        await server.start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        await asyncio.wait_for(server.close(), 5)
+        assert not server.connections, f"connections left after close: {server.connections}"
+    leaked = await leftover_tasks(before)
+    assert not leaked, f"tasks left running after the servers closed: {leaked}"
+
+
+@dataclass
+class Recorder:
+    """Records hook calls: use ``rec.on_open`` etc. as hooks."""
+
+    opened: list[socker.Connection] = field(default_factory=list)
+    closed: list[tuple[socker.Connection, int, str]] = field(default_factory=list)
+    errors: list[tuple[socker.Connection, BaseException]] = field(default_factory=list)
+
+    def on_open(self, conn: socker.Connection) -> None:
+        self.opened.append(conn)
+
+    async def on_close(self, conn: socker.Connection, code: int, reason: str) -> None:
+        await asyncio.sleep(0)  # an async hook, to show it is awaited
+        self.closed.append((conn, code, reason))
+
+    def on_error(self, conn: socker.Connection, exc: BaseException) -> None:
+        self.errors.append((conn, exc))
+
+    def hooks(self) -> dict[str, Any]:
+        return {"on_open": self.on_open, "on_close": self.on_close, "on_error": self.on_error}
+
+    async def wait_closed(
+        self,
+        count: int = 1,
+        timeout: float = 2.0,  # noqa: ASYNC109 (a polling deadline, not a cancel scope)
+    ) -> None:
+        await eventually(
+            lambda: len(self.closed) >= count, timeout=timeout, what=f"{count} close hook(s)"
+        )
+
+    def codes(self) -> list[tuple[int, str]]:
+        return [(code, reason) for _, code, reason in self.closed]
+
+
+@pytest.fixture
+def recorder() -> Recorder:
+    return Recorder()
+
+
+def collector(into: list[bytes], result: bool = False) -> Callable[[bytes], bool]:
+    """A sync stage handler that appends each message to ``into``."""
+
+    def collect(message: bytes) -> bool:
+        into.append(message)
+        return result
+
+    return collect

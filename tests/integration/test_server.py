@@ -1,0 +1,119 @@
+"""The server as a whole: broadcast, the registry, shutdown options."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest
+
+import socker
+
+from .conftest import StartServer, collector, eventually
+
+
+def lobby_then_playing(conn: socker.Connection) -> None:
+    conn.add(lambda message: message == b"play", name="lobby")
+    conn.add(lambda message: False, name="playing")
+
+
+async def test_broadcast_to_all_by_stage_and_excluding(start_server: StartServer) -> None:
+    server = await start_server(lobby_then_playing)
+    inboxes: dict[str, list[bytes]] = {"a": [], "b": [], "c": []}
+    async with (
+        socker.connect(server.url) as a,
+        socker.connect(server.url) as b,
+        socker.connect(server.url) as c,
+    ):
+        for name, client in (("a", a), ("b", b), ("c", c)):
+            client.add(collector(inboxes[name]), name="inbox")
+        await c.send(b"play")
+        await eventually(
+            lambda: (
+                sorted(conn.current for conn in server.connections.values())
+                == ["lobby", "lobby", "playing"]
+            ),
+            what="two in the lobby, one playing",
+        )
+        by_stage = {conn.current: conn for conn in server.connections.values()}
+        lobby_conns = [conn for conn in server.connections.values() if conn.current == "lobby"]
+
+        assert await server.broadcast(b"everyone") == 3
+        assert await server.broadcast(b"players", stage="playing") == 1
+        assert await server.broadcast(b"not-first", exclude=lobby_conns[0]) == 2
+        assert await server.broadcast(b"both", stage=["lobby", "playing"], exclude=[]) == 3
+        assert await server.broadcast(b"nobody", stage="lobby", exclude=lobby_conns) == 0
+        await eventually(
+            lambda: sum(len(inbox) for inbox in inboxes.values()) == 3 + 1 + 2 + 3,
+            what="every broadcast",
+        )
+    assert inboxes["c"] == [b"everyone", b"players", b"not-first", b"both"]
+    lobby_inboxes = sorted([inboxes["a"], inboxes["b"]])
+    assert lobby_inboxes == [
+        [b"everyone", b"both"],
+        [b"everyone", b"not-first", b"both"],
+    ]
+    assert by_stage["playing"].current == "playing"
+
+
+async def test_broadcast_by_stage_skips_a_connection_still_in_setup(
+    start_server: StartServer,
+) -> None:
+    release = asyncio.Event()
+
+    async def setup(conn: socker.Connection) -> None:
+        if conn.request.query == "slow":
+            await release.wait()  # no stages yet while this waits
+        lobby_then_playing(conn)
+
+    server = await start_server(setup)
+    try:
+        async with socker.connect(server.url) as ready, socker.connect(server.url + "?slow"):
+            ready.add(collector([]), name="inbox")
+            await eventually(lambda: len(server.connections) == 2, what="two connections")
+            assert await server.broadcast(b"hi", stage="lobby") == 1
+            assert await server.broadcast(b"hi") == 2  # without a stage filter: everyone
+    finally:
+        release.set()
+
+
+async def test_broadcast_never_waits_for_a_slow_peer(
+    start_server: StartServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = await start_server(lobby_then_playing, max_queue=2)
+    async with socker.connect(server.url) as slow, socker.connect(server.url) as fast:
+        slow.add(collector([]), name="inbox")
+        got: list[bytes] = []
+        fast.add(collector(got), name="inbox")
+        await eventually(lambda: len(server.connections) == 2, what="two connections")
+        # Fill one connection's queue (no await: its writer has not run yet).
+        full = next(iter(server.connections.values()))
+        full.write(b"1")
+        full.write(b"2")
+        with caplog.at_level(logging.WARNING, logger="socker"):
+            assert await server.broadcast(b"news") == 1
+        assert any("not keeping up" in r.getMessage() for r in caplog.records)
+        await eventually(lambda: b"news" in got or len(got) >= 2, what="delivery")
+
+
+async def test_close_with_a_custom_code(start_server: StartServer) -> None:
+    server = await start_server(lobby_then_playing)
+    async with socker.connect(server.url) as client:
+        await eventually(lambda: server.connections, what="the connection")
+        await server.close(1012, "restarting")
+        await asyncio.wait_for(client.wait_closed(), 2)
+    assert (client.close_code, client.close_reason) == (1012, "restarting")
+
+
+async def test_server_options_are_checked(start_server: StartServer) -> None:
+    with pytest.raises(ValueError, match="path"):
+        socker.serve(lobby_then_playing, path="ws")
+    with pytest.raises(ValueError, match="drive"):
+        socker.serve(lobby_then_playing, drive="sometimes")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="max_connections"):
+        socker.serve(lobby_then_playing, max_connections=0)
+    with pytest.raises(TypeError, match="setup"):
+        socker.serve("not a function")  # type: ignore[arg-type]
+    server = socker.serve(lobby_then_playing, port=0)
+    with pytest.raises(RuntimeError, match="not listening"):
+        _ = server.port
