@@ -122,6 +122,42 @@ class Connection:
                 return True
     """
 
+    # Slots and lazily made queues, sets and futures: an idle connection is mostly this
+    # object, and servers hold thousands (see conn_mem in docs/performance.md).
+    __slots__ = (
+        "_close_hooks",
+        "_close_sent",
+        "_closing",
+        "_direct",
+        "_ended",
+        "_error_hooks",
+        "_feed",
+        "_handling",
+        "_inbox",
+        "_inbox_room",
+        "_intercept",
+        "_loop",
+        "_max_queue",
+        "_open_hooks",
+        "_opened",
+        "_outbox",
+        "_pending",
+        "_tasks",
+        "_text",
+        "_timer",
+        "_transport",
+        "_writer",
+        "close_code",
+        "close_reason",
+        "drive",
+        "error",
+        "id",
+        "request",
+        "stages",
+        "state",
+        "user",
+    )
+
     def __init__(
         self,
         transport: Transport,
@@ -157,18 +193,21 @@ class Connection:
         self._inbox_room: asyncio.Event | None = None
         self._pending: asyncio.Task[None] | None = None
         self._handling: asyncio.Future[bool] | None = None
-        self._outbox: deque[bytes] = deque()
+        self._outbox: deque[bytes] | None = None
         self._writer: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._intercept: Callable[[bytes], bool] | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()
-        self._open_hooks: list[OpenHook] = []
-        self._close_hooks: list[CloseHook] = []
-        self._error_hooks: list[ErrorHook] = []
+        # The common case (async drive, no intercept) takes a shortcut in receive().
+        self._direct = drive == "async"
+        self._feed = self.stages.feed
+        self._tasks: set[asyncio.Task[Any]] | None = None
+        self._open_hooks: tuple[OpenHook, ...] = ()
+        self._close_hooks: tuple[CloseHook, ...] = ()
+        self._error_hooks: tuple[ErrorHook, ...] = ()
         self._opened = False
         self._closing = False
         self._close_sent: tuple[int, str] | None = None
-        self._closed = asyncio.Event()
+        self._ended: asyncio.Future[None] | bool = False
         self.close_code: int | None = None
         """How the connection ended (``None`` while open)."""
         self.close_reason: str = ""
@@ -203,6 +242,7 @@ class Connection:
         if handler is not None and self._intercept is not None:
             raise RuntimeError(f"connection {self.id} already has an intercept handler")
         self._intercept = handler
+        self._direct = handler is None and self.drive == "async"
 
     def jump(self, name: str) -> None:
         """Move to stage ``name`` from outside a handler (e.g. when a channel dies)."""
@@ -227,7 +267,7 @@ class Connection:
     @property
     def closed(self) -> bool:
         """Whether the connection has ended."""
-        return self._closed.is_set()
+        return self._ended is True
 
     @property
     def pending(self) -> int:
@@ -238,24 +278,24 @@ class Connection:
 
     def on_open(self, hook: OpenHook) -> OpenHook:
         """Call ``hook(conn)`` once the connection is set up (usable as decorator)."""
-        self._open_hooks.append(hook)
+        self._open_hooks += (hook,)
         return hook
 
     def on_close(self, hook: CloseHook) -> CloseHook:
         """Call ``hook(conn, code, reason)`` once when the connection ends."""
-        self._close_hooks.append(hook)
+        self._close_hooks += (hook,)
         return hook
 
     def on_error(self, hook: ErrorHook) -> ErrorHook:
         """Call ``hook(conn, exc)`` when a handler raises or a stage times out."""
-        self._error_hooks.append(hook)
+        self._error_hooks += (hook,)
         return hook
 
     # -- sending ---------------------------------------------------------------------
 
     async def send(self, data: bytes) -> None:
         """Send a binary message, waiting while the peer is slow (flow control)."""
-        while len(self._outbox) >= self._max_queue and self._writer is not None:
+        while self._outbox and len(self._outbox) >= self._max_queue and self._writer is not None:
             await asyncio.wait([self._writer])  # write()'s queue is full: wait for room
         if self._closing:
             raise ConnectionClosedError(self.close_code, self.close_reason)
@@ -279,24 +319,29 @@ class Connection:
         """
         if self._closing:
             raise ConnectionClosedError(self.close_code, self.close_reason)
-        if len(self._outbox) >= self._max_queue:
+        outbox = self._outbox
+        if outbox is None:
+            outbox = self._outbox = deque()
+        elif len(outbox) >= self._max_queue:
             raise QueueFullError(
-                f"connection {self.id}: {len(self._outbox)} messages already queued"
+                f"connection {self.id}: {len(outbox)} messages already queued"
                 f" (max_queue={self._max_queue}); the peer is not keeping up"
             )
-        self._outbox.append(data)
+        outbox.append(data)
         if self._writer is None:
             # Spawned only while there is a backlog: an idle connection holds no task.
             self._writer = self._loop.create_task(self._drain())
 
     async def _drain(self) -> None:
+        outbox = self._outbox
+        assert outbox is not None
         try:
-            while self._outbox and not self._closing:
-                await self._transport.send(self._outbox[0])
-                self._outbox.popleft()
+            while outbox and not self._closing:
+                await self._transport.send(outbox[0])
+                outbox.popleft()
         except Exception as exc:  # the transport failed; its reader reports the end
             logger.debug("connection %s: write failed: %r", self.id, exc)
-            self._outbox.clear()
+            outbox.clear()
         finally:
             self._writer = None
 
@@ -309,6 +354,19 @@ class Connection:
         passing the next message (an async handler is running, or the tick queue is
         full). Never raises: failures close the connection.
         """
+        if self._direct and type(message) is bytes and not self._closing:
+            # The hot path, inlined: async drive, no intercept (see _dispatch).
+            try:
+                result = self._feed(message)
+            except Exception as exc:
+                self.fail(exc)
+                return None
+            if result is False:
+                return None
+            if result is True:
+                self._arm_timer()
+                return None
+            return self._finish(result)
         if self._closing:
             return None
         if type(message) is not bytes:
@@ -331,7 +389,7 @@ class Connection:
         try:
             if intercept is not None and intercept(message):
                 return None
-            result = self.stages.feed(message)
+            result = self._feed(message)
         except Exception as exc:
             self.fail(exc)
             return None
@@ -459,6 +517,8 @@ class Connection:
             self._spawn(self._close_transport(*self._begin_close(code, reason, inside=False)))
 
     def _spawn(self, coro: Awaitable[Any]) -> None:
+        if self._tasks is None:
+            self._tasks = set()
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -490,7 +550,7 @@ class Connection:
         if not self._closing:
             await self._close_transport(*self._begin_close(code, reason, inside=inside))
         if not inside:
-            await self._closed.wait()
+            await self.wait_closed()
 
     def _begin_close(self, code: int, reason: str, *, inside: bool) -> tuple[int, str]:
         self._closing = True
@@ -511,11 +571,16 @@ class Connection:
 
     async def wait_closed(self) -> None:
         """Wait until the connection has ended and its close hooks have run."""
-        await self._closed.wait()
+        ended = self._ended
+        if ended is True:
+            return
+        if ended is False:
+            ended = self._ended = self._loop.create_future()
+        await asyncio.shield(ended)
 
     async def transport_closed(self, code: int | None, reason: str) -> None:
         """Called once by the adapter when the socket is gone: runs the close hooks."""
-        if self._closed.is_set():
+        if self._ended is True:
             return
         self._closing = True
         if self._close_sent is not None:
@@ -532,7 +597,9 @@ class Connection:
                 task.cancel()
         for hook in self._close_hooks:
             await self._safe_hook("on_close", hook, self, self.close_code, reason)
-        self._closed.set()
+        waiters, self._ended = self._ended, True
+        if isinstance(waiters, asyncio.Future) and not waiters.done():
+            waiters.set_result(None)
         if self._tasks:
             # on_error hooks and close() calls spawned by failures: none may outlive us.
             await asyncio.gather(*list(self._tasks), return_exceptions=True)

@@ -22,7 +22,6 @@ Rules
 from __future__ import annotations
 
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from inspect import isawaitable
@@ -90,7 +89,16 @@ class Stages:
     (True, 'playing')
     """
 
-    __slots__ = ("_by_name", "_clock", "_deadline", "_handlers", "_history", "_index", "_stages")
+    __slots__ = (
+        "_by_name",
+        "_clock",
+        "_deadline",
+        "_handlers",
+        "_history",
+        "_history_limit",
+        "_index",
+        "_stages",
+    )
 
     def __init__(
         self, *, clock: Callable[[], float] = time.monotonic, history_limit: int = 256
@@ -106,7 +114,9 @@ class Stages:
         self._by_name: dict[str, int] = {}
         self._index = 0
         self._deadline: float | None = None
-        self._history: deque[Entered] = deque(maxlen=history_limit)
+        # A list, trimmed by hand: a deque's first block costs ~600 bytes per connection.
+        self._history: list[Entered] = []
+        self._history_limit = history_limit
 
     # -- building --------------------------------------------------------------------
 
@@ -235,7 +245,10 @@ class Stages:
         self._index = index
         stage = self._stages[index]
         self._deadline = None if stage.timeout is None else now + stage.timeout
-        self._history.append(Entered(stage.name, index, now, via))
+        history = self._history
+        history.append(Entered(stage.name, index, now, via))
+        if len(history) > self._history_limit:
+            del history[0]
 
     # -- introspection ---------------------------------------------------------------
 
