@@ -20,8 +20,6 @@ from socker.transports import picows as fast_transport
 
 from .conftest import HOST, Recorder, StartServer, collector, eventually, leftover_tasks
 
-pytest.importorskip("picows")
-
 
 class FastServer:
     """``start_server`` with ``transport="picows"``."""

@@ -1,0 +1,316 @@
+// Types for socker.js, the browser client of socker (served at /socker.js and
+// /socker.d.ts by every socker server). Timeouts are in milliseconds.
+
+// -- errors and close codes --
+
+/** Base class of the errors socker.js throws on purpose. */
+export declare class SockerError extends Error {}
+/** A signaling frame was malformed or out of order (the connection closes with 4400). */
+export declare class SignalingError extends SockerError {}
+/** A received DataChannel frame is not a valid batch frame. */
+export declare class BatchError extends SockerError {}
+/** A stage's timeout expired (the connection closes with 4408). */
+export declare class StageTimeoutError extends SockerError {
+  constructor(stage: string, timeout: number);
+  readonly stage: string;
+  /** Milliseconds. */
+  readonly timeout: number;
+}
+/** A handler returned true in the last stage. */
+export declare class OutOfStagesError extends SockerError {
+  constructor(stage: string);
+  readonly stage: string;
+}
+/** send() on a connection that is not open. */
+export declare class ConnectionClosedError extends SockerError {
+  constructor(code: number | null, reason: string);
+  readonly code: number | null;
+  readonly reason: string;
+}
+
+/** Close codes. Browsers may only send 1000 and 3000-4999: where Python sends 1003 and
+ *  1011, socker.js sends 4003 and 4011. */
+export declare const CloseCode: {
+  readonly NORMAL: 1000;
+  readonly GOING_AWAY: 1001;
+  readonly UNSUPPORTED_DATA: 1003;
+  readonly ABNORMAL: 1006;
+  readonly MESSAGE_TOO_BIG: 1009;
+  readonly INTERNAL_ERROR: 1011;
+  readonly CLIENT_UNSUPPORTED_DATA: 4003;
+  readonly CLIENT_ERROR: 4011;
+  readonly BAD_SIGNALING: 4400;
+  readonly STAGE_TIMEOUT: 4408;
+};
+
+/** What socker.js accepts as bytes (strings are refused: socker is binary only). */
+export type Bytes = Uint8Array | ArrayBuffer | ArrayBufferView;
+
+// -- stages and the connection --
+
+/** What a handler returns: true (advance), false (stay) or a stage name (jump). */
+export type StageResult = boolean | string;
+/** A stage handler, sync or async. The message is a view the handler may keep. */
+export type StageHandler = (message: Uint8Array, conn: Connection) => StageResult | Promise<StageResult>;
+
+/** A record of Connection.history: the connection entered `stage`. */
+export interface HistoryEntry {
+  readonly stage: string;
+  readonly index: number;
+  /** performance.now() when entered. */
+  readonly at: number;
+  readonly via: "start" | "advance" | "jump";
+}
+
+export interface ConnectionOptions {
+  /** WebSocket subprotocols. */
+  protocols?: string | string[];
+  /** Milliseconds the WebSocket handshake may take (default 10000). */
+  openTimeout?: number;
+  /** Entries kept in history (default 256). */
+  historyLimit?: number;
+}
+
+export interface ConnectOptions extends ConnectionOptions {
+  /** Called before the socket opens: add stages and hooks here. */
+  setup?: (conn: Connection) => void | Promise<void>;
+}
+
+export interface Closed {
+  code: number;
+  reason: string;
+}
+
+export type ConnectionState = "new" | "connecting" | "open" | "closing" | "closed";
+
+/** Removes the hook it was returned for. */
+export type Unsubscribe = () => void;
+
+/** One WebSocket connection and its chain of stages. */
+export declare class Connection {
+  /** @param url ws(s):// URL, or a path or http(s) URL resolved against the page
+   *  (default "/": the page's own server). */
+  constructor(url?: string, options?: ConnectionOptions);
+  /** The resolved ws:// or wss:// URL. */
+  readonly url: string;
+  /** The WebSocket, once open() was called. */
+  readonly socket: WebSocket | null;
+  readonly state: ConnectionState;
+  /** How the connection ended (null while open), and why. */
+  readonly closeCode: number | null;
+  readonly closeReason: string;
+  /** The error that made socker.js close the connection, if one did. */
+  readonly error: unknown;
+
+  /** Append a stage; the name defaults to handler.name. Returns this (chainable). */
+  add(handler: StageHandler, options?: { name?: string; timeout?: number | null }): this;
+  /** Append a stage, name first: conn.stage("play", (m) => false). Returns this. */
+  stage(name: string, handler: StageHandler, options?: { timeout?: number | null }): this;
+  /** Move to a stage from outside a handler. */
+  jump(name: string): void;
+  /** Run fn on each message before the stages; true means consumed. One per
+   *  connection (rtc.clientStages uses it); null removes it. */
+  intercept(fn: ((message: Uint8Array) => boolean) | null): void;
+
+  /** Name of the current stage (null before any stage is added). */
+  readonly current: string | null;
+  /** Position of the current stage. */
+  readonly index: number;
+  /** Names of all stages, in order. */
+  readonly names: string[];
+  /** Stages entered, oldest first (a copy). */
+  readonly history: HistoryEntry[];
+  readonly closed: boolean;
+  /** Bytes queued in the WebSocket. */
+  readonly bufferedAmount: number;
+
+  onOpen(fn: (conn: Connection) => void): Unsubscribe;
+  onClose(fn: (code: number, reason: string, conn: Connection) => void): Unsubscribe;
+  onError(fn: (error: unknown, conn: Connection) => void): Unsubscribe;
+  onStage(fn: (entry: HistoryEntry, conn: Connection) => void): Unsubscribe;
+
+  /** Open the WebSocket; resolves with this once open, rejects if it cannot. */
+  open(): Promise<this>;
+  /** Send one binary message; throws ConnectionClosedError unless open. */
+  send(data: Bytes): void;
+  /** Close (1000 or 3000-4999; the reason is cut to 123 bytes); resolves once closed. */
+  close(code?: number, reason?: string): Promise<Closed>;
+  /** Resolves once the connection has ended. */
+  waitClosed(): Promise<Closed>;
+}
+
+/** Open a connection (default "/": the page's own server); resolves once open. */
+export declare function connect(url?: string, options?: ConnectOptions): Promise<Connection>;
+
+// -- the signaling envelope --
+
+/** A data channel as the OFFER describes it: W3C option names, null for absent. */
+export interface ChannelSpec {
+  readonly label: string;
+  readonly ordered: boolean;
+  readonly maxRetransmits: number | null;
+  readonly maxPacketLifeTime: number | null;
+  readonly protocol: string;
+  readonly negotiated: boolean;
+  readonly id: number | null;
+}
+
+/** Input form of a channel: defaults as Python's ChannelSpec (unordered, maxRetransmits
+ *  0, or no limit when maxPacketLifeTime is given). */
+export interface ChannelInit {
+  label: string;
+  ordered?: boolean;
+  maxRetransmits?: number | null;
+  maxPacketLifeTime?: number | null;
+  protocol?: string;
+  negotiated?: boolean;
+  id?: number | null;
+}
+
+export type MessageTypeName =
+  "READY" | "OFFER" | "ANSWER" | "CANDIDATE" | "OPEN" | "RENEGOTIATE" | "ERROR" | "BYE";
+
+/** A decoded signaling message. */
+export type SignalingMessage =
+  | { type: "READY" }
+  | { type: "OPEN" }
+  | { type: "OFFER"; sdp: string; channels: ChannelSpec[] }
+  | { type: "ANSWER"; sdp: string }
+  | { type: "CANDIDATE"; candidate: string; sdpMid: string | null; sdpMLineIndex: number | null }
+  | { type: "RENEGOTIATE"; reason: string }
+  | { type: "ERROR"; code: number; reason: string }
+  | { type: "BYE"; reason: string };
+
+/** What encode() accepts: optional fields may be left out. */
+export type SignalingMessageInit =
+  | { type: "READY" }
+  | { type: "OPEN" }
+  | { type: "OFFER"; sdp: string; channels?: ChannelInit[] }
+  | { type: "ANSWER"; sdp: string }
+  | { type: "CANDIDATE"; candidate: string; sdpMid?: string | null; sdpMLineIndex?: number | null }
+  | { type: "RENEGOTIATE"; reason?: string }
+  | { type: "ERROR"; code: number; reason?: string }
+  | { type: "BYE"; reason?: string };
+
+/** The signaling envelope codec (docs/protocol.md), byte for byte as Python's. */
+export declare const envelope: {
+  readonly MAGIC: Uint8Array;
+  readonly VERSION: 1;
+  readonly MAX_SDP_SIZE: number;
+  readonly MAX_TEXT_SIZE: number;
+  readonly MAX_CHANNEL_ID: number;
+  readonly MessageType: { readonly [K in MessageTypeName]: number };
+  /** The frame of a message; TypeError or RangeError for invalid fields. */
+  encode(message: SignalingMessageInit): Uint8Array;
+  /** The message of a frame; SignalingError naming what is wrong. */
+  decode(frame: Bytes): SignalingMessage;
+  /** Whether a frame starts with the magic ff 53. */
+  isSignaling(frame: Bytes): boolean;
+  /** Validate one channel and fill in its defaults. */
+  channelSpec(spec: ChannelInit): ChannelSpec;
+  /** Validate channels as a set (unique labels and ids). */
+  validateChannels(channels: ChannelInit[]): ChannelSpec[];
+  /** Options for RTCPeerConnection.createDataChannel(). */
+  channelOptions(spec: ChannelSpec): RTCDataChannelInit;
+};
+
+/** The DataChannel batching codec (docs/protocol.md, section 5). */
+export declare const batch: {
+  readonly SINGLE: 0xb0;
+  readonly BATCH: 0xb1;
+  readonly DEFAULT_MAX_SIZE: number;
+  readonly MAX_MAX_SIZE: number;
+  /** Frames of at most maxSize bytes (default 16384), packed greedily in order. */
+  pack(messages: Iterable<Bytes>, maxSize?: number): Uint8Array[];
+  /** The messages of a frame (views into it); BatchError naming what is wrong. */
+  unpack(frame: Bytes): Uint8Array[];
+};
+
+// -- WebRTC --
+
+export interface RtcOptions {
+  /** Passed to RTCPeerConnection; default [] (no public STUN server unasked). */
+  iceServers?: RTCIceServer[];
+  /** Milliseconds each rtc stage may take (default 5000); expiry closes with 4408. */
+  timeout?: number;
+  /** Pack the small messages of one task into one DataChannel message (default true). */
+  batch?: boolean;
+  /** Bound on the wait for ICE gathering before the ANSWER goes (default 2000 ms). */
+  gatherTimeout?: number;
+  /** Unreliable channels drop messages while more than this is buffered (default 262144). */
+  maxBuffered?: number;
+  /** Largest batch frame (default 16384). */
+  maxFrame?: number;
+}
+
+/** A channel's message handler; async handlers are not awaited. */
+export type ChannelHandler = (message: Uint8Array, label: string) => void | Promise<void>;
+
+/** One DataChannel of the session. */
+export declare class Channel {
+  readonly dc: RTCDataChannel;
+  readonly spec: ChannelSpec;
+  readonly label: string;
+  readonly isOpen: boolean;
+  readonly reliable: boolean;
+  readonly bufferedAmount: number;
+  batch: boolean;
+  maxFrame: number;
+  maxBuffered: number;
+  /** Messages accepted by send(), delivered to the handler, dropped by send(). */
+  readonly sent: number;
+  readonly received: number;
+  readonly dropped: number;
+  /** Send (copied, batched until the end of the task); false if dropped. */
+  send(data: Bytes): boolean;
+  /** Send the batch now. */
+  flush(): void;
+  close(): void;
+}
+
+/** The client side of the rtc flow on one connection. */
+export declare class RtcSession {
+  constructor(conn: Connection, options?: RtcOptions);
+  readonly conn: Connection;
+  /** The RTCPeerConnection (null before the first offer and after close). */
+  readonly pc: RTCPeerConnection | null;
+  /** The channels of the last offer. */
+  readonly specs: ChannelSpec[];
+  /** Channels by label, as they arrive. */
+  readonly channels: Map<string, Channel>;
+  /** How many times the channels have opened (renegotiations count). */
+  readonly opened: number;
+  /** Whether the last ICE gathering completed within gatherTimeout (null before one). */
+  readonly gatherComplete: boolean | null;
+  /** Whether every channel of the offer is open. */
+  readonly isOpen: boolean;
+
+  /** Handle messages of a channel (label null or left out: the first channel). One
+   *  handler per label; a later call replaces it. */
+  onMessage(handler: ChannelHandler): Unsubscribe;
+  onMessage(label: string | null, handler: ChannelHandler): Unsubscribe;
+  /** Each time every channel is open on both sides. */
+  onOpen(fn: (session: RtcSession) => void): Unsubscribe;
+  /** When a channel or the peer connection dies while the WebSocket lives on. */
+  onClose(fn: (session: RtcSession, why: string) => void): Unsubscribe;
+
+  /** Send READY: call it from the stage before the rtc stages, then return true. */
+  ready(): Promise<void>;
+  /** Send on a channel (default: the first); false if dropped. */
+  send(data: Bytes, label?: string | null): boolean;
+  /** The channel called label (default: the first); RangeError if not there yet. */
+  channel(label?: string | null): Channel;
+  /** Close the peer connection, jump to rtc_offer, send READY. */
+  renegotiate(): Promise<void>;
+  /** Close the peer connection (the WebSocket stays open). */
+  close(): void;
+}
+
+/** The client side of socker's rtc flow. */
+export declare const rtc: {
+  /** Add the stages rtc_offer and rtc_open to conn's chain, here. */
+  clientStages(conn: Connection, options?: RtcOptions): RtcSession;
+  readonly RtcSession: typeof RtcSession;
+  readonly Channel: typeof Channel;
+  readonly STAGES: readonly ["rtc_offer", "rtc_open"];
+};
