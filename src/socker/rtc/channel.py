@@ -78,7 +78,9 @@ class Channel:
     @property
     def is_open(self) -> bool:
         """Whether messages can be sent now."""
-        return self._opened.is_set() and not self._closed.is_set()
+        # readyState too: after close() the channel is "closing" until its close event,
+        # and aiortc's send() would raise.
+        return self._opened.is_set() and not self._closed.is_set() and self._dc.readyState == "open"
 
     @property
     def buffered_amount(self) -> int:
@@ -195,5 +197,8 @@ class Channel:
         task.add_done_callback(self._tasks.discard)
 
     def __repr__(self) -> str:
-        state = "open" if self.is_open else "closed" if self._closed.is_set() else "new"
+        if self.is_open or self._closed.is_set():
+            state = "open" if self.is_open else "closed"
+        else:
+            state = "closing" if self._opened.is_set() else "new"
         return f"<Channel {self.label!r} {state}>"

@@ -8,6 +8,8 @@ imported lazily: importing it costs ~0.3 s and ~36 MiB.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,15 +19,18 @@ from ..errors import SignalingError
 from .envelope import ChannelSpec
 
 if TYPE_CHECKING:
-    from aiortc import RTCDataChannel, RTCPeerConnection
+    from aiortc import RTCDataChannel, RTCIceCandidate, RTCPeerConnection
 
 __all__ = [
     "IceServer",
     "accept_offer",
+    "add_candidate",
     "answer_offer",
+    "close_peer",
     "create_channel",
     "make_offer",
     "new_peer",
+    "parse_candidate",
     "strip_mdns_candidates",
 ]
 
@@ -72,6 +77,32 @@ def new_peer(ice_servers: Sequence[IceServer] = ()) -> RTCPeerConnection:
     return RTCPeerConnection(RTCConfiguration(iceServers=servers))
 
 
+async def close_peer(pc: RTCPeerConnection) -> None:
+    """Close ``pc`` and leave no task behind.
+
+    Works around a race in aioice 0.13: closed while its connectivity checks complete, an
+    ICE connection starts consent checks *after* ``close()``, and they never end (a task
+    waking every ~5 s, forever). So wait, briefly, for ICE to finish starting, then stop
+    them.
+    """
+    await pc.close()
+    sctp = pc.sctp
+    ice = sctp.transport.transport if sctp is not None else None
+    connection = getattr(ice, "_connection", None)  # aioice.Connection
+    started = getattr(ice, "_RTCIceTransport__start", None)  # set once connect() returned
+    if connection is None or not isinstance(started, asyncio.Event):
+        return
+    try:
+        await asyncio.wait_for(started.wait(), 0.5)
+    except TimeoutError:
+        return
+    task = getattr(connection, "_query_consent_task", None)
+    if isinstance(task, asyncio.Task) and not task.done():
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
 def create_channel(pc: RTCPeerConnection, spec: ChannelSpec) -> RTCDataChannel:
     """Create the channel ``spec`` describes on ``pc``."""
     return pc.createDataChannel(spec.label, **spec.options())
@@ -105,3 +136,39 @@ async def accept_offer(pc: RTCPeerConnection, sdp: str) -> str:
 async def answer_offer(pc: RTCPeerConnection, sdp: str) -> None:
     """Take the remote answer to our offer."""
     await _set_remote(pc, sdp, "answer")
+
+
+def parse_candidate(
+    line: str, sdp_mid: str | None = None, sdp_mline_index: int | None = None
+) -> RTCIceCandidate | None:
+    """The remote candidate in a trickled CANDIDATE message, or ``None`` when there is
+    nothing to add.
+
+    Nothing to add: an mDNS ``.local`` candidate (aiortc would block for seconds trying
+    to resolve it; the peer's checks reveal its address anyway), or the end of
+    candidates (told to aiortc, it could give up before those checks arrive). Raises
+    :class:`~socker.SignalingError` for a line that is not a candidate.
+    """
+    from aiortc.sdp import candidate_from_sdp
+
+    text = line.strip().removeprefix("a=").removeprefix("candidate:")
+    if not text:
+        return None
+    try:
+        if len(text.split()) < 8:
+            raise ValueError("fewer than 8 fields")
+        candidate = candidate_from_sdp(text)
+    except ValueError as exc:
+        raise SignalingError(f"bad CANDIDATE {line[:60]!r}: {exc}") from None
+    if candidate.ip.endswith(".local"):
+        return None
+    if sdp_mid is None and sdp_mline_index is None:
+        sdp_mline_index = 0  # a data-channel-only SDP has one media section
+    candidate.sdpMid = sdp_mid
+    candidate.sdpMLineIndex = sdp_mline_index
+    return candidate
+
+
+async def add_candidate(pc: RTCPeerConnection, candidate: RTCIceCandidate) -> None:
+    """Add a remote candidate from :func:`parse_candidate` to ``pc``."""
+    await pc.addIceCandidate(candidate)

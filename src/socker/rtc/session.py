@@ -27,6 +27,7 @@ from .channel import Channel, MessageHandler
 from .envelope import (
     Answer,
     Bye,
+    Candidate,
     ChannelSpec,
     Error,
     Message,
@@ -39,10 +40,20 @@ from .envelope import (
     is_signaling,
     validate_channels,
 )
-from .peer import IceServer, accept_offer, answer_offer, create_channel, make_offer, new_peer
+from .peer import (
+    IceServer,
+    accept_offer,
+    add_candidate,
+    answer_offer,
+    close_peer,
+    create_channel,
+    make_offer,
+    new_peer,
+    parse_candidate,
+)
 
 if TYPE_CHECKING:
-    from aiortc import RTCPeerConnection
+    from aiortc import RTCIceCandidate, RTCPeerConnection
 
 __all__ = ["DEFAULT_CHANNELS", "RtcSession", "client_stages", "server_stages"]
 
@@ -93,6 +104,10 @@ class RtcSession:
         self._close_hooks: list[SessionHook] = []
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closing_peer = False
+        self._lost_pc: RTCPeerConnection | None = None  # the peer on_close was told about
+        # A fresh negotiation was asked for and has not started: the client sent READY and
+        # awaits the OFFER, or the server sent RENEGOTIATE and awaits READY.
+        self._asked = False
         self._all_open = asyncio.Event()
         names = SERVER_STAGES if role == "server" else CLIENT_STAGES
         self._first = len(conn.stages)
@@ -123,7 +138,9 @@ class RtcSession:
 
     def on_close(self, hook: SessionHook) -> SessionHook:
         """Call ``hook(session)`` when a channel or the peer connection dies while the
-        WebSocket lives on (``await session.renegotiate()`` starts over)."""
+        WebSocket lives on (``await session.renegotiate()`` starts over). Called once per
+        peer connection, however many of its channels die; not for :meth:`close` or
+        :meth:`renegotiate`, nor when the WebSocket closes."""
         self._close_hooks.append(hook)
         return hook
 
@@ -155,11 +172,23 @@ class RtcSession:
         before the rtc stages, as the Go client did after building its scene)."""
         if self.role != "client":
             raise RuntimeError("ready() is the client's call; the server waits for READY")
+        self._asked = True
         await self.conn.send(encode(Ready()))
 
     async def renegotiate(self) -> None:
-        """Start over with a fresh offer (e.g. after a channel died)."""
+        """Start over with a fresh offer (e.g. after a channel died).
+
+        Does nothing until the rtc stages are done, or while a fresh offer is coming
+        already, so both sides may call it when they hear :meth:`on_close`. (A handshake
+        that fails midway ends with its stage's timeout.)
+        """
+        if self._asked or self.conn.stages.index <= self._last:
+            return
+        self._asked = True  # before any await: a second call meanwhile does nothing
         if self.role == "server":
+            # The client closes its peer and sends READY; rtc_ready closes ours. Until
+            # then our channels die on purpose: no on_close for them.
+            self._lost_pc = self.pc
             await self.conn.send(encode(Renegotiate("server asked")))
             return
         await self._close_peer()
@@ -174,6 +203,7 @@ class RtcSession:
 
     async def _server_rtc_ready(self, message: bytes) -> bool:
         self._expect(message, Ready)
+        self._asked = False
         await self._close_peer()
         pc = self.pc = new_peer(self.ice_servers)
         self._watch(pc)
@@ -201,6 +231,7 @@ class RtcSession:
 
     async def _client_rtc_offer(self, message: bytes) -> bool:
         offer = self._expect(message, Offer)
+        self._asked = False
         self.specs = validate_channels(offer.channels)
         await self._close_peer()
         pc = self.pc = new_peer(self.ice_servers)
@@ -224,7 +255,8 @@ class RtcSession:
         return True
 
     async def _confirm_open(self, pc: RTCPeerConnection) -> None:
-        await self._all_open.wait()  # announced channels arrive one by one
+        if not self.is_open:  # an offer with no channels is open at once
+            await self._all_open.wait()  # announced channels arrive one by one
         if self.pc is pc and not self.conn.closed:
             await self.conn.send(encode(Open()))
 
@@ -255,11 +287,19 @@ class RtcSession:
         raise SignalingError(f"expected {expected} in stage {self.conn.current!r}, got {got}")
 
     def _intercept(self, frame: bytes) -> bool:
-        # Signaling that arrives outside the rtc stages: renegotiation, or a protocol error.
-        index = self.conn.stages.index
-        if self._first <= index <= self._last or not is_signaling(frame):
+        # Signaling that arrives outside the rtc stages (renegotiation, or a protocol
+        # error), and trickled candidates, in the rtc stages or after them.
+        if not is_signaling(frame):
             return False
-        message = decode(frame)
+        index = self.conn.stages.index
+        message = decode(frame)  # SignalingError on garbage: the connection closes 4400
+        if isinstance(message, Candidate) and index >= self._first:
+            self._trickled(message)
+            return True
+        if self._first <= index <= self._last:
+            # Both sides may renegotiate at once: our READY crossed the server's
+            # RENEGOTIATE, and the offer answering our READY follows it. Drop it.
+            return self.role == "client" and self._asked and isinstance(message, Renegotiate)
         stage = self.conn.current
         if index < self._first:
             raise SignalingError(f"{type(message).__name__.upper()} before the rtc stages")
@@ -276,6 +316,24 @@ class RtcSession:
             self._spawn(self.renegotiate())
             return True
         raise SignalingError(f"unexpected {type(message).__name__.upper()} in stage {stage!r}")
+
+    def _trickled(self, message: Candidate) -> None:
+        pc = self.pc
+        if pc is None:  # closed on purpose meanwhile: a late candidate is harmless
+            logger.debug("ignoring a CANDIDATE: no peer connection")
+            return
+        if pc.remoteDescription is None:
+            expected = "ANSWER" if self.role == "server" else "OFFER"
+            raise SignalingError(f"CANDIDATE before the {expected}")
+        candidate = parse_candidate(message.candidate, message.sdp_mid, message.sdp_mline_index)
+        if candidate is not None:  # never awaited inline: the signaling path goes on
+            self._spawn(self._add_candidate(pc, candidate))
+
+    async def _add_candidate(self, pc: RTCPeerConnection, candidate: RTCIceCandidate) -> None:
+        try:
+            await add_candidate(pc, candidate)
+        except Exception as exc:
+            logger.warning("could not add a trickled candidate: %r", exc)
 
     def _attach(self, dc: Any, spec: ChannelSpec) -> None:
         channel = Channel(dc, spec, batch=self.batch)
@@ -302,8 +360,9 @@ class RtcSession:
             self._lost()
 
     def _lost(self) -> None:
-        if self._closing_peer or self.conn.closed:
+        if self._closing_peer or self.conn.closed or self._lost_pc is self.pc:
             return
+        self._lost_pc = self.pc  # once per peer connection, however many channels die
         self._run_hooks(self._close_hooks)
 
     def _opened(self) -> None:
@@ -326,6 +385,7 @@ class RtcSession:
 
     async def _close_peer(self) -> None:
         pc, self.pc = self.pc, None
+        self._lost_pc = None
         channels, self.channels = self.channels, {}
         self._all_open.clear()
         if pc is None:
@@ -334,7 +394,7 @@ class RtcSession:
         try:
             for channel in channels.values():
                 channel.close()
-            await pc.close()
+            await close_peer(pc)
         finally:
             self._closing_peer = False
 

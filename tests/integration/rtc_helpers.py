@@ -1,0 +1,337 @@
+"""Helpers for the real-peer WebRTC tests in ``test_rtc.py``.
+
+* :func:`rtc_app` builds a server ``setup``: app stages ``hello`` -> ``rtc_*`` ->
+  ``control``, recording sessions, received messages and every peer connection made.
+* :func:`rtc_client` is the Python client side of the same flow (``socker.connect``).
+* :class:`RawClient` is a bare ``websockets`` client that speaks the signaling envelope
+  by hand (with its own aiortc peer where needed), for bad input and vanishing clients.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import time
+from collections import defaultdict
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from aiortc import RTCConfiguration, RTCDataChannel, RTCPeerConnection, RTCSessionDescription
+from websockets.asyncio.client import ClientConnection
+from websockets.asyncio.client import connect as ws_connect
+from websockets.exceptions import ConnectionClosed
+
+import socker
+from socker.rtc import Answer, ChannelSpec, Offer, Open, Ready, decode, encode, is_signaling
+from socker.rtc.peer import close_peer
+from socker.rtc.session import DEFAULT_CHANNELS, RtcSession, client_stages, server_stages
+
+HOST = "127.0.0.1"
+WAIT = 5.0  # bound on any single wait in these tests
+
+
+async def eventually(
+    condition: Callable[[], object], *, within: float = WAIT, what: str = "condition"
+) -> None:
+    """Poll ``condition`` until it is true; fail after ``within`` seconds."""
+    deadline = time.monotonic() + within
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {within} s waiting for {what}")
+        await asyncio.sleep(0.005)
+
+
+async def settle(condition: Callable[[], object], *, within: float = WAIT) -> bool:
+    """Poll ``condition`` until it is true or ``within`` seconds pass; return it."""
+    deadline = time.monotonic() + within
+    while not condition():
+        if time.monotonic() > deadline:
+            return bool(condition())
+        await asyncio.sleep(0.005)
+    return True
+
+
+async def leftover_tasks(before: set[asyncio.Task[Any]], within: float = 2.0) -> set[Any]:
+    """Tasks started since ``before`` still running after up to ``within`` seconds."""
+    me = asyncio.current_task()
+    deadline = time.monotonic() + within
+    while True:
+        extra = {t for t in asyncio.all_tasks() if t not in before and t is not me}
+        if not extra or time.monotonic() > deadline:
+            return extra
+        await asyncio.sleep(0.01)
+
+
+def open_peer_connections() -> list[RTCPeerConnection]:
+    """Every RTCPeerConnection in the process that has not been closed."""
+    return [
+        obj
+        for obj in gc.get_objects()
+        # type(), not isinstance(): a dead weakref proxy raises on isinstance().
+        if issubclass(type(obj), RTCPeerConnection) and obj.connectionState != "closed"
+    ]
+
+
+def names(conn: socker.Connection) -> list[str]:
+    """The names of the stages ``conn`` entered, in order."""
+    return [entry.stage for entry in conn.stages.history]
+
+
+def dc_of(channel: Any) -> RTCDataChannel:
+    """The aiortc channel under a socker Channel (private: to check the W3C options)."""
+    dc: RTCDataChannel = channel._dc
+    return dc
+
+
+# -- the server side --------------------------------------------------------------------
+
+
+@dataclass
+class ServerSide:
+    """What the server of :func:`rtc_app` saw."""
+
+    conns: list[socker.Connection] = field(default_factory=list)
+    sessions: list[RtcSession] = field(default_factory=list)
+    pcs: list[RTCPeerConnection] = field(default_factory=list)
+    """Every peer connection a session had when it opened or when its WebSocket closed."""
+    got: dict[str, list[bytes]] = field(default_factory=lambda: defaultdict(list))
+    """Messages received, by channel label."""
+    control: list[bytes] = field(default_factory=list)
+    open_calls: list[RtcSession] = field(default_factory=list)
+    close_calls: list[RtcSession] = field(default_factory=list)
+
+    def track(self, pc: RTCPeerConnection | None) -> None:
+        if pc is not None and pc not in self.pcs:
+            self.pcs.append(pc)
+
+    @property
+    def session(self) -> RtcSession:
+        assert self.sessions, "no connection has reached setup yet"
+        return self.sessions[-1]
+
+
+def rtc_app(
+    *,
+    channels: Sequence[ChannelSpec] = DEFAULT_CHANNELS,
+    batch: bool = True,
+    timeout: float = 5.0,
+    on_close: Callable[[RtcSession], Any] | None = None,
+) -> tuple[socker.Setup, ServerSide]:
+    """A server setup: ``hello`` (sends ``b"scene"``) -> rtc stages -> ``control``."""
+    side = ServerSide()
+
+    def setup(conn: socker.Connection) -> None:
+        side.conns.append(conn)
+
+        # Registered before the session's own hook, so it sees the peer before it closes.
+        @conn.on_close
+        def _capture(conn: socker.Connection, code: int, reason: str) -> None:
+            side.track(session.pc)
+
+        @conn.stage()
+        async def hello(message: bytes) -> bool:
+            assert message == b"hello"
+            await conn.send(b"scene")
+            return True
+
+        session = server_stages(conn, channels=channels, batch=batch, timeout=timeout)
+        side.sessions.append(session)
+        for spec in session.specs:
+            session.on_message(spec.label)(side.got[spec.label].append)
+
+        @session.on_open
+        def _opened(s: RtcSession) -> None:
+            side.track(s.pc)
+            side.open_calls.append(s)
+
+        @session.on_close
+        async def _closed(s: RtcSession) -> None:
+            side.close_calls.append(s)
+            if on_close is not None:
+                result = on_close(s)
+                if asyncio.iscoroutine(result):
+                    await result
+
+        @conn.stage()
+        def control(message: bytes) -> bool:
+            side.control.append(message)
+            return False
+
+    return setup, side
+
+
+# -- the Python client side -------------------------------------------------------------
+
+
+@dataclass
+class ClientSide:
+    """The Python client of :func:`rtc_client`."""
+
+    conn: socker.Connection
+    session: RtcSession
+    got: dict[str, list[bytes]] = field(default_factory=lambda: defaultdict(list))
+    control: list[bytes] = field(default_factory=list)
+    open_calls: list[RtcSession] = field(default_factory=list)
+    close_calls: list[RtcSession] = field(default_factory=list)
+    opened: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def wait_opened(self, times: int = 1) -> None:
+        await eventually(lambda: self.session.opened >= times, what=f"client open #{times}")
+
+
+@asynccontextmanager
+async def rtc_client(
+    url: str,
+    *,
+    labels: Sequence[str] = ("game",),
+    batch: bool = True,
+    stage_timeout: float = 5.0,
+    wait_open: bool = True,
+    on_close: Callable[[RtcSession], Any] | None = None,
+) -> AsyncIterator[ClientSide]:
+    """Connect with socker's client: ``scene`` (sends READY) -> rtc stages -> ``control``."""
+    async with socker.connect(url) as conn:
+
+        @conn.stage()
+        async def scene(message: bytes) -> bool:
+            assert message == b"scene"
+            await session.ready()
+            return True
+
+        session = client_stages(conn, batch=batch, timeout=stage_timeout)
+        side = ClientSide(conn, session)
+        for label in labels:
+            session.on_message(label)(side.got[label].append)
+
+        @session.on_open
+        def _opened(s: RtcSession) -> None:
+            side.open_calls.append(s)
+            side.opened.set()
+
+        @session.on_close
+        async def _closed(s: RtcSession) -> None:
+            side.close_calls.append(s)
+            if on_close is not None:
+                result = on_close(s)
+                if asyncio.iscoroutine(result):
+                    await result
+
+        @conn.stage()
+        def control(message: bytes) -> bool:
+            side.control.append(message)
+            return False
+
+        await conn.send(b"hello")
+        if wait_open:
+            await asyncio.wait_for(side.opened.wait(), WAIT)
+        yield side
+
+
+# -- a client that speaks the envelope by hand --------------------------------------------
+
+
+class RawClient:
+    """A bare websockets client; the test drives each step of the handshake."""
+
+    def __init__(self, ws: ClientConnection) -> None:
+        self.ws = ws
+        self.pc: RTCPeerConnection | None = None
+        self.channels: dict[str, RTCDataChannel] = {}
+        self.offer: Offer | None = None
+
+    @classmethod
+    async def connect(cls, url: str) -> RawClient:
+        return cls(await ws_connect(url, compression=None))
+
+    async def recv(self) -> bytes:
+        data = await asyncio.wait_for(self.ws.recv(), WAIT)
+        assert isinstance(data, bytes)
+        return data
+
+    async def hello(self) -> None:
+        await self.ws.send(b"hello")
+        assert await self.recv() == b"scene"
+
+    async def ready(self) -> None:
+        await self.ws.send(encode(Ready()))
+
+    async def receive_offer(self) -> Offer:
+        frame = await self.recv()
+        assert is_signaling(frame)
+        offer = decode(frame)
+        assert isinstance(offer, Offer)
+        self.offer = offer
+        return offer
+
+    async def answer(self, *, trickle: bool = False) -> list[str]:
+        """Answer the offer with a real aiortc peer (no ICE servers).
+
+        With ``trickle``, the answer goes without its candidates; they are returned (as
+        ``candidate:...`` lines) for the test to send as CANDIDATE messages.
+        """
+        assert self.offer is not None
+        pc = self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+
+        @pc.on("datachannel")
+        def _announced(dc: RTCDataChannel) -> None:
+            self.channels[dc.label] = dc
+
+        await pc.setRemoteDescription(RTCSessionDescription(self.offer.sdp, "offer"))
+        await pc.setLocalDescription(await pc.createAnswer())
+        sdp = pc.localDescription.sdp
+        lines = sdp.splitlines(keepends=True)
+        candidates = [ln.strip()[2:] for ln in lines if ln.startswith("a=candidate:")]
+        if trickle:
+            sdp = "".join(ln for ln in lines if not ln.startswith("a=candidate:"))
+        await self.ws.send(encode(Answer(sdp)))
+        return candidates if trickle else []
+
+    async def confirm_open(self) -> None:
+        """Wait for the announced channels, say OPEN, expect the server's OPEN."""
+        assert self.offer is not None
+        labels = {spec.label for spec in self.offer.channels}
+        await eventually(
+            lambda: (
+                set(self.channels) == labels
+                and all(dc.readyState == "open" for dc in self.channels.values())
+            ),
+            what="raw client channels open",
+        )
+        await self.ws.send(encode(Open()))
+        assert decode(await self.recv()) == Open()
+
+    async def expect_close(self) -> tuple[int | None, str]:
+        """Wait for the server to close; return its close code and reason."""
+        try:
+            async with asyncio.timeout(WAIT):
+                while True:
+                    await self.ws.recv()
+        except ConnectionClosed:
+            pass
+        return self.ws.close_code, self.ws.close_reason or ""
+
+    async def frames_until_closed(self) -> list[bytes | str]:
+        frames: list[bytes | str] = []
+        try:
+            async with asyncio.timeout(WAIT):
+                async for frame in self.ws:
+                    frames.append(frame)
+        except ConnectionClosed:
+            pass
+        return frames
+
+    def vanish(self) -> None:
+        """Drop the TCP connection without a closing handshake."""
+        self.ws.transport.abort()
+
+    async def close_pc(self) -> None:
+        if self.pc is not None:
+            await close_peer(self.pc)  # pc.close(), and aioice's consent-task race handled
+
+    async def aclose(self) -> None:
+        await self.close_pc()
+        await self.ws.close()
+        await self.ws.wait_closed()
