@@ -25,6 +25,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from inspect import isawaitable
+from types import CoroutineType
 from typing import Any, Literal, TypeAlias, TypeVar
 
 from .errors import OutOfStagesError
@@ -178,12 +179,14 @@ class Stages:
         """Run the current handler, sync or async; return whether the stage changed."""
         index = self._index
         result = self._handlers[index](message)
+        # An ``async def`` handler's coroutine is recognised by its exact type, in C;
+        # inspect.isawaitable (a Python call) only runs for other awaitables.
+        if type(result) is CoroutineType or (
+            type(result) is not bool and not isinstance(result, str) and isawaitable(result)
+        ):
+            result = await result
         if result is False:
             return False
-        if result is not True and not isinstance(result, str) and isawaitable(result):
-            result = await result
-            if result is False:
-                return False
         return self._settle(index, result)
 
     def feed(self, message: bytes) -> bool | Awaitable[bool]:
@@ -197,7 +200,9 @@ class Stages:
         result = self._handlers[index](message)
         if result is False:
             return False
-        if result is not True and not isinstance(result, str) and isawaitable(result):
+        if type(result) is CoroutineType or (
+            type(result) is not bool and not isinstance(result, str) and isawaitable(result)
+        ):
             return self._finish(index, result)
         return self._settle(index, result)
 
