@@ -10,11 +10,11 @@ than ``max_buffered`` bytes wait in the WebRTC stack.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeAlias
 
+from ..background import Background
 from .batch import Batcher, pack, unpack
 from .envelope import ChannelSpec
 
@@ -63,7 +63,7 @@ class Channel:
         self._close_hooks: list[Hook] = []
         self._opened = asyncio.Event()
         self._closed = asyncio.Event()
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._background = Background()
         if dc.readyState == "open":
             self._opened.set()
         dc.on("open", self._on_open)
@@ -174,27 +174,13 @@ class Channel:
         self.received += len(messages)
         if handler is None:
             return
+        what = f"channel {self.label!r}: message handler"
         for message in messages:
-            try:
-                result = handler(message)
-                if inspect.isawaitable(result):
-                    self._spawn(result)
-            except Exception:
-                logger.exception("channel %r: message handler raised", self.label)
+            self._background.call(what, handler, message)
 
     def _run_hooks(self, hooks: list[Hook]) -> None:
         for hook in hooks:
-            try:
-                result = hook(self)
-                if inspect.isawaitable(result):
-                    self._spawn(result)
-            except Exception:
-                logger.exception("channel %r: hook raised", self.label)
-
-    def _spawn(self, awaitable: Awaitable[Any]) -> None:
-        task = asyncio.ensure_future(awaitable)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+            self._background.call(f"channel {self.label!r}: hook", hook, self)
 
     def __repr__(self) -> str:
         if self.is_open or self._closed.is_set():

@@ -16,11 +16,11 @@ lives exactly as long as the WebSocket: closing one closes the other.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias, TypeVar
 
+from ..background import Background
 from ..connection import Connection
 from ..errors import SignalingError
 from .channel import Channel, MessageHandler
@@ -102,7 +102,7 @@ class RtcSession:
         self._handlers: dict[str, MessageHandler] = {}
         self._open_hooks: list[SessionHook] = []
         self._close_hooks: list[SessionHook] = []
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._background = Background()
         self._closing_peer = False
         self._lost_pc: RTCPeerConnection | None = None  # the peer on_close was told about
         # A fresh negotiation was asked for and has not started: the client sent READY and
@@ -251,7 +251,7 @@ class RtcSession:
 
         answer = await accept_offer(pc, offer.sdp)
         await self.conn.send(encode(Answer(answer)))
-        self._spawn(self._confirm_open(pc))
+        self._background.spawn(self._confirm_open(pc))
         return True
 
     async def _confirm_open(self, pc: RTCPeerConnection) -> None:
@@ -304,7 +304,7 @@ class RtcSession:
         if index < self._first:
             raise SignalingError(f"{type(message).__name__.upper()} before the rtc stages")
         if isinstance(message, Bye):
-            self._spawn(self._close_peer())
+            self._background.spawn(self._close_peer())
             return True
         if isinstance(message, Error):
             logger.warning("peer reported error %d: %s", message.code, message.reason)
@@ -313,7 +313,7 @@ class RtcSession:
             self.conn.jump("rtc_ready")  # the client renegotiates; rtc_ready takes it
             return False
         if self.role == "client" and isinstance(message, Renegotiate):
-            self._spawn(self.renegotiate())
+            self._background.spawn(self.renegotiate())
             return True
         raise SignalingError(f"unexpected {type(message).__name__.upper()} in stage {stage!r}")
 
@@ -327,7 +327,7 @@ class RtcSession:
             raise SignalingError(f"CANDIDATE before the {expected}")
         candidate = parse_candidate(message.candidate, message.sdp_mid, message.sdp_mline_index)
         if candidate is not None:  # never awaited inline: the signaling path goes on
-            self._spawn(self._add_candidate(pc, candidate))
+            self._background.spawn(self._add_candidate(pc, candidate))
 
     async def _add_candidate(self, pc: RTCPeerConnection, candidate: RTCIceCandidate) -> None:
         try:
@@ -371,17 +371,7 @@ class RtcSession:
 
     def _run_hooks(self, hooks: list[SessionHook]) -> None:
         for hook in hooks:
-            try:
-                result = hook(self)
-                if inspect.isawaitable(result):
-                    self._spawn(result)
-            except Exception:
-                logger.exception("rtc session hook raised")
-
-    def _spawn(self, awaitable: Awaitable[Any]) -> None:
-        task = asyncio.ensure_future(awaitable)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+            self._background.call("rtc session hook", hook, self)
 
     async def _close_peer(self) -> None:
         pc, self.pc = self.pc, None
@@ -400,13 +390,9 @@ class RtcSession:
 
     async def _on_conn_close(self, conn: Connection, code: int, reason: str) -> None:
         # aiortc alone would notice a vanished peer only after ~30 s.
-        current = asyncio.current_task()
-        for task in list(self._tasks):
-            if task is not current:
-                task.cancel()
+        await self._background.finish(cancel=True)
         await self._close_peer()
-        if self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        await self._background.finish(cancel=False)
 
 
 def server_stages(
