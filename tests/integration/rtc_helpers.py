@@ -54,17 +54,6 @@ async def settle(condition: Callable[[], object], *, within: float = WAIT) -> bo
     return True
 
 
-async def leftover_tasks(before: set[asyncio.Task[Any]], within: float = 2.0) -> set[Any]:
-    """Tasks started since ``before`` still running after up to ``within`` seconds."""
-    me = asyncio.current_task()
-    deadline = time.monotonic() + within
-    while True:
-        extra = {t for t in asyncio.all_tasks() if t not in before and t is not me}
-        if not extra or time.monotonic() > deadline:
-            return extra
-        await asyncio.sleep(0.01)
-
-
 def open_peer_connections() -> list[RTCPeerConnection]:
     """Every RTCPeerConnection in the process that has not been closed."""
     return [

@@ -26,6 +26,7 @@ from socker.rtc import Answer, Candidate, ChannelSpec, Ready, encode
 from socker.rtc.peer import IceServer, close_peer, new_peer, strip_mdns_candidates
 from socker.rtc.session import RtcSession, client_stages, server_stages
 
+from .conftest import leftover_tasks
 from .rtc_helpers import (
     HOST,
     WAIT,
@@ -33,7 +34,6 @@ from .rtc_helpers import (
     ServerSide,
     dc_of,
     eventually,
-    leftover_tasks,
     names,
     open_peer_connections,
     rtc_app,
@@ -781,7 +781,7 @@ async def test_close_peer_mid_ice_leaves_no_consent_task() -> None:
         await asyncio.sleep(step * 0.002)  # somewhere while ICE completes
         await close_peer(offerer)
         await close_peer(answerer)
-        leaked = await leftover_tasks(before, within=0.2)
+        leaked = await leftover_tasks(before, timeout=0.2)
         assert not leaked, f"after {step * 2} ms: {leaked}"
 
 
