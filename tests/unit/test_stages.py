@@ -347,3 +347,29 @@ def test_stage_machine_imports_only_the_standard_library_and_no_io() -> None:
         }
         assert imported <= set(sys.stdlib_module_names), (module, imported)
         assert not imported & {"asyncio", "socket", "selectors", "ssl"}, (module, imported)
+
+
+class Later:
+    """An awaitable that is not a coroutine (like a Future or a custom object)."""
+
+    def __init__(self, value: object) -> None:
+        self.value = value
+
+    def __await__(self):  # type: ignore[no-untyped-def]
+        yield from asyncio.sleep(0).__await__()
+        return self.value
+
+
+async def test_non_coroutine_awaitables_are_awaited_on_every_async_path() -> None:
+    stages = Stages()
+    stages.add(lambda m: Later(True), name="a")
+    stages.add(lambda m: Later("a") if m == b"back" else Later(False), name="b")
+    assert await stages.handle(b"") is True
+    assert stages.current == "b"
+    assert await stages.handle(b"stay") is False
+    pending = stages.feed(b"back")
+    assert not isinstance(pending, bool)
+    assert await pending is True
+    assert stages.current == "a"
+    with pytest.raises(TypeError, match="'a' is async"):
+        stages.handle_sync(b"")  # an awaitable without close() is refused all the same
