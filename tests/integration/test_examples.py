@@ -83,3 +83,15 @@ def test_tick_loop_runs_at_60_hz() -> None:
     assert int(handled) == int(inputs) + 3  # three joins, then inputs, all through tick()
     assert int(inputs) >= 20, out  # 3 bots at 20 Hz for about a second
     assert all(int(n) >= 20 for n in states.split(", ")), out  # a state every frame
+
+
+def test_rtc_pair_opens_channels_and_talks_on_both() -> None:
+    lines = run(str(EXAMPLES / "rtc_pair.py")).splitlines()
+    assert lines[0] == "client scene: b'scene: 2 players, 1 crate'"
+    assert lines[1] == "client control: b'channels open'"
+    assert sorted(line for line in lines if line.startswith("client game:")) == [
+        f"client game: b'ack move {i}'" for i in range(3)
+    ]
+    assert "client chat: b'server heard: hello from the client'" in lines
+    assert "client stages: ['scene', 'rtc_offer', 'rtc_open', 'control']" in lines
+    assert lines[-1] == "server control: b'bye'"
