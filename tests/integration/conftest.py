@@ -3,6 +3,10 @@
 ``start_server(setup, **options)`` starts ``socker.serve(setup, port=0, ...)`` and stops
 it at teardown; the teardown then checks that no task outlived the servers.
 ``Recorder`` collects what a connection's hooks were called with.
+
+Every test that uses ``start_server`` (or asks for ``transport``) runs once per server
+transport, with ids ``[websockets]`` and ``[picows]``. A test or module marked
+``@pytest.mark.transports("picows", reason=...)`` runs on the transports it names only.
 """
 
 from __future__ import annotations
@@ -16,8 +20,30 @@ from typing import Any, Protocol
 import pytest
 
 import socker
+from socker.server import TransportName
 
 HOST = "127.0.0.1"
+
+TRANSPORTS: tuple[TransportName, ...] = ("websockets", "picows")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "transports(*names, reason): run only on these server transports (say why in reason)",
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Parametrize ``transport`` (and so ``start_server``) over the server transports."""
+    if "transport" not in metafunc.fixturenames:
+        return
+    marker = metafunc.definition.get_closest_marker("transports")
+    names = TRANSPORTS if marker is None else marker.args
+    if marker is not None:
+        assert set(names) <= set(TRANSPORTS), f"unknown transport in {names}"
+        assert marker.kwargs.get("reason"), "say why a test runs on some transports only"
+    metafunc.parametrize("transport", names)
 
 
 class StartServer(Protocol):
@@ -55,14 +81,16 @@ async def leftover_tasks(
 
 
 @pytest.fixture
-async def start_server() -> AsyncIterator[StartServer]:
-    """Start real servers on 127.0.0.1; close them and check for leaked tasks after."""
+async def start_server(transport: TransportName) -> AsyncIterator[StartServer]:
+    """Start real servers on 127.0.0.1 with the test's ``transport``; close them and
+    check for leaked tasks after."""
     before = set(asyncio.all_tasks())
     servers: list[socker.Server] = []
 
     async def start(setup: socker.Setup, *, port: int = 0, **options: Any) -> socker.Server:
-        server = socker.serve(setup, HOST, port, **options)
+        server = socker.serve(setup, HOST, port, transport=transport, **options)
         await server.start()
+        assert server.transport == transport
         servers.append(server)
         return server
 

@@ -1,5 +1,6 @@
 """Real servers and real clients on 127.0.0.1: the staged exchange, every close code,
-hooks, connection properties, write() and its queue, ordering, isolation."""
+hooks, connection properties, write() and its queue, ordering, isolation, keepalive.
+Each test runs on both server transports (see conftest)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import base64
 import logging
 import os
 import random
+import struct
 import time
+from unittest.mock import ANY
 
 import pytest
 from websockets.asyncio.client import connect as ws_connect
@@ -94,12 +97,12 @@ async def test_full_staged_exchange_of_the_go_readme(
             "answer",
             "playing",
         ]
-        assert conn.state["answer"] == b"answer:v=0"
-        assert conn.state["data"] == [b"state:1", b"state:2"]
+        assert conn.state == {"answer": b"answer:v=0", "data": [b"state:1", b"state:2"]}
         assert client.state == {"scene": SCENE, "offer": b"offer:v=0"}
         assert [e.stage for e in client.stages.history] == ["scene", "offer", "final"]
         assert acks == [b"ack:state:1", b"ack:state:2"]
         assert recorder.opened == [conn]
+        assert conn.latency == 0  # no keepalive round trip yet (ping_interval=20)
 
     await recorder.wait_closed()
     assert recorder.codes() == [(CloseCode.NORMAL, "")]
@@ -306,7 +309,7 @@ async def test_advancing_in_time_cancels_the_stage_timeout(start_server: StartSe
         assert conn.current == "playing"
 
 
-async def test_client_close_is_1000_on_both_sides(
+async def test_client_close_codes_reach_both_sides(
     start_server: StartServer, recorder: Recorder
 ) -> None:
     server = await start_server(lambda conn: None, **recorder.hooks())
@@ -314,8 +317,10 @@ async def test_client_close_is_1000_on_both_sides(
         await client.close(CloseCode.NORMAL, "done playing")
         assert client.closed  # close() returns once the close hooks ran
     assert (client.close_code, client.close_reason) == (1000, "done playing")
-    await recorder.wait_closed()
-    assert recorder.codes() == [(1000, "done playing")]
+    async with socker.connect(server.url) as client:
+        await client.close(4002, "leaving")  # an application's own code
+    await recorder.wait_closed(2)
+    assert recorder.codes() == [(1000, "done playing"), (4002, "leaving")]
 
 
 async def test_handler_awaiting_its_own_close(
@@ -326,20 +331,22 @@ async def test_handler_awaiting_its_own_close(
     def setup(conn: socker.Connection) -> None:
         @conn.stage()
         async def lobby(message: bytes) -> bool:
-            if message == b"bye":
-                await conn.close(CloseCode.NORMAL, "see you")
+            if message == b"kick":
+                await conn.close(4001, "kicked")  # an application's own code
                 after_close.append(conn.closed)
             return False
 
     server = await start_server(setup, **recorder.hooks())
     async with socker.connect(server.url) as client:
-        await client.send(b"bye")
+        await client.send(b"kick")
         await asyncio.wait_for(client.wait_closed(), 2)
-    assert (client.close_code, client.close_reason) == (1000, "see you")
+    assert (client.close_code, client.close_reason) == (4001, "kicked")
     await recorder.wait_closed()
-    assert recorder.codes() == [(1000, "see you")]
+    assert recorder.codes() == [(4001, "kicked")]
     assert after_close == [False]  # the hooks run after the handler returns
     await eventually(lambda: not server.connections, what="the registry to empty")
+    with pytest.raises(socker.ConnectionClosedError):
+        await recorder.closed[0][0].send(b"late")  # the server's side, closed
 
 
 async def test_server_shutdown_closes_with_1001_and_awaits_hooks(
@@ -449,6 +456,7 @@ async def test_connection_properties(start_server: StartServer) -> None:
         assert first.stages.names == ("hello", "playing")
         host, port = first.remote_address[:2]
         assert host == HOST and isinstance(port, int) and port != server.port
+        assert first.request.remote_address == first.remote_address
         assert one.remote_address[:2] == (HOST, server.port)
         assert first.request.path == "/"
         await one.send(b"hello")
@@ -557,17 +565,24 @@ async def test_messages_are_handled_one_at_a_time_in_order(start_server: StartSe
 
     def setup(conn: socker.Connection) -> None:
         @conn.stage()
+        def first(message: bytes) -> bool:  # sync, then async: both kinds in one chain
+            seen.append(message)
+            return True
+
+        @conn.stage()
         async def lobby(message: bytes) -> bool:
             nonlocal active, most
             active += 1
             most = max(most, active)
-            await asyncio.sleep(random.random() * 0.002)
+            if random.random() < 0.5:
+                await asyncio.sleep(random.random() * 0.002)
             seen.append(message)
             active -= 1
             return False
 
     server = await start_server(setup)
-    sent = [f"m{i}".encode() for i in range(60)]
+    # More than picows' BACKLOG_PAUSE: its reading pauses behind the slow handler.
+    sent = [f"m{i}".encode() for i in range(150)]
     async with socker.connect(server.url) as client:
         for message in sent:
             client.write(message)
@@ -576,14 +591,31 @@ async def test_messages_are_handled_one_at_a_time_in_order(start_server: StartSe
     assert most == 1
 
 
+async def test_messages_sent_during_an_async_setup_wait_for_it(start_server: StartServer) -> None:
+    seen: list[bytes] = []
+
+    async def setup(conn: socker.Connection) -> None:
+        await asyncio.sleep(0.05)  # the client is already sending
+        conn.add(collector(seen), name="only")
+
+    server = await start_server(setup)
+    async with ws_connect(server.url) as ws:
+        for i in range(20):
+            await ws.send(b"%d" % i)
+        await eventually(lambda: len(seen) == 20, what="all messages")
+    assert seen == [b"%d" % i for i in range(20)]
+
+
 async def test_a_raising_handler_does_not_affect_another_client(
     start_server: StartServer, recorder: Recorder
 ) -> None:
+    boom = RuntimeError("only this connection")
+
     def setup(conn: socker.Connection) -> None:
         @conn.stage()
         async def echo(message: bytes) -> bool:
             if message == b"boom":
-                raise RuntimeError("only this connection")
+                raise boom
             await conn.send(b"echo:" + message)
             return False
 
@@ -598,11 +630,12 @@ async def test_a_raising_handler_does_not_affect_another_client(
         await good.send(b"after")
         await eventually(lambda: len(good_got) == 2, what="two echoes")
         assert good_got == [b"echo:before", b"echo:after"]
-        assert bad.close_code == 1011
+        assert (bad.close_code, bad.close_reason) == (1011, "stage 'echo' raised RuntimeError")
         assert not good.closed
         assert len(server.connections) == 1
     await recorder.wait_closed(2)
     assert sorted(code for code, _ in recorder.codes()) == [1000, 1011]
+    assert [exc for _, exc in recorder.errors] == [boom]
 
 
 async def test_peer_leaving_during_an_async_handler_is_not_an_error(
@@ -678,3 +711,72 @@ async def test_shutdown_does_not_wait_for_a_stuck_handler(
         await asyncio.wait_for(client.wait_closed(), 2)
     assert client.close_code == 1001
     assert recorder.codes() == [(1001, "server shutting down")]
+
+
+# -- peers that stall or vanish, keepalive ------------------------------------------------
+
+
+def close_frame(data: bytes) -> tuple[int, str] | None:
+    """The code and reason of the first close frame in ``data`` (unmasked server frames)."""
+    i = 0
+    while i + 2 <= len(data):
+        opcode, size = data[i] & 0x0F, data[i + 1] & 0x7F
+        i += 2
+        if size >= 126:
+            width = 2 if size == 126 else 8
+            size = int.from_bytes(data[i : i + width])
+            i += width
+        payload = data[i : i + size]
+        i += size
+        if opcode == 0x8:
+            (code,) = struct.unpack("!H", payload[:2])
+            return code, payload[2:].decode()
+    return None
+
+
+async def test_peer_vanishing_reports_1006(start_server: StartServer, recorder: Recorder) -> None:
+    server = await start_server(lambda conn: None, **recorder.hooks())
+    _, writer = await stalled_peer(server.port)
+    await eventually(lambda: server.connections, what="the connection")
+    writer.transport.abort()  # no close frame
+    await recorder.wait_closed()
+    assert recorder.codes() == [(1006, "")]
+
+
+async def test_send_waits_while_the_peer_does_not_read(start_server: StartServer) -> None:
+    server = await start_server(lambda conn: None)
+    _, writer = await stalled_peer(server.port)
+    await eventually(lambda: server.connections, what="the connection")
+    (conn,) = server.connections.values()
+    chunk = b"z" * 2**16
+    blocked = False
+    for _ in range(2000):  # kernel buffers take a few MiB; then send() must wait
+        try:
+            await asyncio.wait_for(conn.send(chunk), 0.1)
+        except TimeoutError:
+            blocked = True
+            break
+    assert blocked
+    writer.transport.abort()
+    await asyncio.wait_for(conn.wait_closed(), 2)
+    with pytest.raises(socker.ConnectionClosedError):
+        await conn.send(chunk)
+
+
+async def test_a_silent_peer_is_dropped_by_keepalive(
+    start_server: StartServer, recorder: Recorder, transport: str
+) -> None:
+    server = await start_server(
+        lambda conn: None, ping_interval=0.05, ping_timeout=0.05, **recorder.hooks()
+    )
+    reader, writer = await stalled_peer(server.port)
+    try:
+        # Reads the pings, then the close frame, until the server hangs up: answers none.
+        received = await asyncio.wait_for(reader.read(), 3)
+    finally:
+        writer.close()
+    await recorder.wait_closed()
+    assert recorder.codes() == [(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")]
+    # README, "Fast transport": on picows the close frame on the wire says 1001.
+    wire_code = 1001 if transport == "picows" else CloseCode.INTERNAL_ERROR
+    assert close_frame(received) == (wire_code, ANY)

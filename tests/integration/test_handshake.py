@@ -1,5 +1,6 @@
 """Who gets in: origin check, max_connections, authenticate, and the HTTP answers a
-socker server gives besides its WebSocket (routes, 404, 426)."""
+socker server gives besides its WebSocket (routes, 404, 426), with the same statuses on
+both server transports."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import pytest
 
 import socker
 
-from .conftest import HOST, Recorder, StartServer, eventually
+from .conftest import HOST, Recorder, StartServer, collector, eventually
 
 
 def stay(conn: socker.Connection) -> None:
@@ -32,13 +33,14 @@ async def raw_request(port: int, path: str = "/", headers: tuple[str, ...] = ())
         writer.close()
 
 
-def upgrade_headers() -> tuple[str, ...]:
-    key = base64.b64encode(os.urandom(16)).decode()
+def upgrade_headers(*, key: bool = True, version: bool = True) -> tuple[str, ...]:
+    """An upgrade request's headers; ``key=False`` / ``version=False`` leave one out."""
+    encoded = base64.b64encode(os.urandom(16)).decode()
     return (
         "Upgrade: websocket",
         "Connection: Upgrade",
-        f"Sec-WebSocket-Key: {key}",
-        "Sec-WebSocket-Version: 13",
+        *([f"Sec-WebSocket-Key: {encoded}"] if key else []),
+        *(["Sec-WebSocket-Version: 13"] if version else []),
     )
 
 
@@ -133,11 +135,18 @@ async def test_max_connections_answers_503_past_it(start_server: StartServer) ->
 
 async def test_a_failed_handshake_does_not_hold_a_place(start_server: StartServer) -> None:
     server = await start_server(stay, max_connections=1)
-    # A plain GET on the WebSocket's path (426) and a refused origin (403) ...
+    # A plain GET on the WebSocket's path (426), a half upgrade, no key or no version
+    # (400), a refused origin (403) ...
     head = await raw_request(server.port)
     assert head.startswith(b"HTTP/1.1 426 "), head
     head = await raw_request(server.port, headers=("Upgrade: websocket",))
     assert not head.startswith(b"HTTP/1.1 101"), head
+    for headers in (upgrade_headers(key=False), upgrade_headers(version=False)):
+        head = await raw_request(server.port, headers=headers)
+        assert head.startswith(b"HTTP/1.1 400 "), head
+    evil = ("Origin: https://evil.example", *upgrade_headers())
+    head = await raw_request(server.port, headers=evil)
+    assert head.startswith(b"HTTP/1.1 403 "), head
     # ... leave the one place free.
     async with socker.connect(server.url, open_timeout=2) as client:
         assert not client.closed
@@ -146,13 +155,16 @@ async def test_a_failed_handshake_does_not_hold_a_place(start_server: StartServe
 # -- authenticate -----------------------------------------------------------------------
 
 
-async def test_authenticate_401_403_and_the_user(start_server: StartServer) -> None:
+@pytest.mark.parametrize("kind", ["async def", "plain function", "function returning a coroutine"])
+async def test_authenticate_401_403_and_the_user(
+    start_server: StartServer, recorder: Recorder, kind: str
+) -> None:
     seen: list[socker.Request] = []
     users: list[object] = []
+    received: list[bytes] = []
 
-    async def authenticate(request: socker.Request) -> object:
+    def decide(request: socker.Request) -> object:
         seen.append(request)
-        await asyncio.sleep(0)  # may be async
         token = request.headers.get("Authorization")
         if token is None:
             raise socker.HandshakeRejected(HTTPStatus.UNAUTHORIZED, "token required")
@@ -160,11 +172,23 @@ async def test_authenticate_401_403_and_the_user(start_server: StartServer) -> N
             return False
         return {"name": "ada", "room": request.query}
 
+    async def waiting(request: socker.Request) -> object:
+        await asyncio.sleep(0.01)  # really waits (picows hands the socket over after)
+        return decide(request)
+
+    authenticate: socker.Authenticate = {
+        "async def": waiting,
+        "plain function": decide,
+        "function returning a coroutine": lambda request: waiting(request),
+    }[kind]
+
     def setup(conn: socker.Connection) -> None:
         users.append(conn.user)
-        stay(conn)
+        conn.add(collector(received), name="lobby")
 
-    server = await start_server(setup, authenticate=authenticate)
+    server = await start_server(
+        setup, authenticate=authenticate, max_connections=1, **recorder.hooks()
+    )
 
     with pytest.raises(socker.HandshakeRejected) as caught:
         async with socker.connect(server.url):
@@ -177,13 +201,23 @@ async def test_authenticate_401_403_and_the_user(start_server: StartServer) -> N
     assert (caught.value.status, caught.value.reason) == (403, "authentication refused")
     assert users == []  # no setup for refused requests
 
+    # Refusals hold no place: the one connection allowed still gets in.
     good = {"Authorization": "Bearer good"}
-    async with socker.connect(server.url + "?room=7", headers=good):
+    async with socker.connect(server.url + "?room=7", headers=good) as client:
         await eventually(lambda: users, what="setup")
         (conn,) = server.connections.values()
         assert conn.user == {"name": "ada", "room": "room=7"}
+        await client.send(b"hi")  # messages flow after the handshake
+        await eventually(lambda: received == [b"hi"], what="the message")
+        with pytest.raises(socker.HandshakeRejected) as caught:
+            async with socker.connect(server.url, headers=good):
+                pass
+        assert caught.value.status == 503
     assert users == [{"name": "ada", "room": "room=7"}]
-    assert [r.path for r in seen] == ["/", "/", "/"]
+    assert [r.path for r in seen] == ["/", "/", "/"]  # not called when full (503)
+    assert all(r.remote_address[0] == HOST for r in seen)
+    await recorder.wait_closed()
+    assert recorder.codes() == [(1000, "")]
 
 
 async def test_authenticate_runs_after_the_origin_check(start_server: StartServer) -> None:
@@ -221,15 +255,21 @@ async def test_plain_http_on_the_websocket_path_is_426(start_server: StartServer
 
 async def test_custom_routes_are_served(start_server: StartServer) -> None:
     counter = iter(range(100))
+
+    def broken() -> bytes:
+        raise RuntimeError("route bug")
+
     routes = {
         "/hello.txt": socker.Route("text/plain", b"hi"),
         "/count": socker.Route("text/plain", lambda: str(next(counter)).encode()),
         "/page": socker.Route.html("<p>ok</p>"),
+        "/broken": socker.Route("text/plain", broken),
     }
     server = await start_server(stay, path="/ws", routes=routes)
     assert await http_get(server.http_url + "hello.txt") == (200, "text/plain", b"hi")
     assert (await http_get(server.http_url + "count"))[2] == b"0"
-    assert (await http_get(server.http_url + "count"))[2] == b"1"  # rendered per request
+    assert (await http_get(server.http_url + "count?x=1"))[2] == b"1"  # rendered per request
+    assert (await http_get(server.http_url + "broken"))[0] == 500  # and logged
     assert await http_get(server.http_url + "page") == (
         200,
         "text/html; charset=utf-8",

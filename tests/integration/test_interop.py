@@ -1,5 +1,6 @@
-"""A WebSocket client that is not ours (``websocket-client``, synchronous, in a thread)
-talks to a socker server: socker speaks plain RFC 6455."""
+"""WebSocket clients that are not ours (``websocket-client``, synchronous, in a thread;
+a bare ``websockets`` client) talk to a socker server: socker speaks plain RFC 6455, on
+both server transports."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import asyncio
 import struct
 
 import websocket  # the websocket-client package
+from websockets.asyncio.client import connect as ws_connect
 
 import socker
 
@@ -79,3 +81,20 @@ async def test_websocket_client_from_another_origin_gets_403(start_server: Start
         raise AssertionError("the handshake should have been refused")
 
     assert await asyncio.to_thread(refused, server.url) == 403
+
+
+async def test_bare_websockets_client_echo_of_large_and_empty_messages(
+    start_server: StartServer,
+) -> None:
+    def setup(conn: socker.Connection) -> None:
+        @conn.stage()
+        async def echo(message: bytes) -> bool:
+            await conn.send(message[::-1])
+            return False
+
+    server = await start_server(setup)
+    async with ws_connect(server.url, compression=None) as ws:
+        for word in (b"abc", b"x" * 70000, b""):  # 7-, 64-bit and no length
+            await ws.send(word)
+            assert await asyncio.wait_for(ws.recv(), 2) == word[::-1]
+        await asyncio.wait_for(await ws.ping(), 2)  # the server answers a ping

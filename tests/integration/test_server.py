@@ -1,4 +1,5 @@
-"""The server as a whole: broadcast, the registry, shutdown options."""
+"""The server as a whole: broadcast, the registry, shutdown options, on both server
+transports."""
 
 from __future__ import annotations
 
@@ -105,13 +106,15 @@ async def test_close_with_a_custom_code(start_server: StartServer) -> None:
     assert (client.close_code, client.close_reason) == (1012, "restarting")
 
 
-async def test_server_options_are_checked(start_server: StartServer) -> None:
+async def test_server_options_are_checked() -> None:  # no server: one run
     with pytest.raises(ValueError, match="path"):
         socker.serve(lobby_then_playing, path="ws")
     with pytest.raises(ValueError, match="drive"):
         socker.serve(lobby_then_playing, drive="sometimes")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="max_connections"):
         socker.serve(lobby_then_playing, max_connections=0)
+    with pytest.raises(ValueError, match="transport"):
+        socker.serve(lobby_then_playing, transport="pigeon")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="setup"):
         socker.serve("not a function")  # type: ignore[arg-type]
     server = socker.serve(lobby_then_playing, port=0)

@@ -1,4 +1,5 @@
-"""drive="tick": messages wait in each connection's inbox until ``server.tick()``."""
+"""drive="tick": messages wait in each connection's inbox until ``server.tick()``, on
+both server transports."""
 
 from __future__ import annotations
 
@@ -153,6 +154,7 @@ async def test_full_inbox_pushes_back_on_the_peer(start_server: StartServer) -> 
         while len(handled) < len(sent) and time.monotonic() < deadline:
             server.tick()
             await asyncio.sleep(0.005)
+            assert conn.pending <= 4  # never more than max_queue waits
     assert handled == sent
 
 
