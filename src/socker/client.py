@@ -79,6 +79,7 @@ class connect:
         drive, max_queue, text: as for the server's connections.
         max_size: largest message accepted from the server, in bytes.
         ping_interval, ping_timeout: keepalive, in seconds.
+        close_timeout: seconds to wait for the server's answer to a close frame.
         open_timeout: seconds the handshake may take.
         backoff: delays between attempts when iterating.
     """
@@ -96,6 +97,7 @@ class connect:
         max_size: int = 2**20,
         ping_interval: float | None = 20,
         ping_timeout: float | None = 20,
+        close_timeout: float = 10,
         open_timeout: float | None = 10,
         backoff: Backoff | None = None,
     ) -> None:
@@ -111,6 +113,7 @@ class connect:
             "max_size": max_size,
             "ping_interval": ping_interval,
             "ping_timeout": ping_timeout,
+            "close_timeout": close_timeout,
             "open_timeout": open_timeout,
             "compression": None,
         }

@@ -70,6 +70,8 @@ class Server:
         max_queue: bound of each connection's outgoing queue (and tick inbox).
         text: ``"close"`` a connection that sends a text frame (1003) or ``"ignore"``.
         ping_interval, ping_timeout: keepalive, in seconds (``None`` disables).
+        close_timeout: seconds to wait for the peer's answer to a close frame before
+            dropping the connection (hooks run after it).
         on_open, on_close, on_error: hooks for every connection.
         routes: extra HTTP routes ``{path: Route}`` (``/socker.js`` is built in).
         transport: ``"websockets"`` (default) or ``"picows"`` (``socker[fast]``).
@@ -91,6 +93,7 @@ class Server:
         text: TextPolicy = "close",
         ping_interval: float | None = 20,
         ping_timeout: float | None = 20,
+        close_timeout: float = 10,
         on_open: OpenHook | None = None,
         on_close: CloseHook | None = None,
         on_error: ErrorHook | None = None,
@@ -117,6 +120,7 @@ class Server:
         self.text: TextPolicy = text
         self.ping_interval = ping_interval
         self.ping_timeout = ping_timeout
+        self.close_timeout = close_timeout
         self.routes: dict[str, Route] = {**default_routes(), **(routes or {})}
         self.transport: TransportName = transport
         self._hooks = (on_open, on_close, on_error)
@@ -220,6 +224,7 @@ class Server:
             max_size=self.max_size,
             ping_interval=self.ping_interval,
             ping_timeout=self.ping_timeout,
+            close_timeout=self.close_timeout,
             server_header="socker",
         )
         self._port = self._listener.sockets[0].getsockname()[1]
@@ -366,6 +371,7 @@ class ServerOptions(TypedDict, total=False):
     text: TextPolicy
     ping_interval: float | None
     ping_timeout: float | None
+    close_timeout: float
     on_open: OpenHook | None
     on_close: CloseHook | None
     on_error: ErrorHook | None

@@ -11,6 +11,7 @@ import pytest
 import socker
 
 from .conftest import StartServer, collector, eventually
+from .test_connections import stalled_peer
 
 
 def lobby_then_playing(conn: socker.Connection) -> None:
@@ -120,3 +121,26 @@ async def test_server_options_are_checked() -> None:  # no server: one run
     server = socker.serve(lobby_then_playing, port=0)
     with pytest.raises(RuntimeError, match="not listening"):
         _ = server.port
+
+
+async def test_close_timeout_bounds_shutdown_with_a_silent_peer(
+    start_server: StartServer,
+) -> None:
+    ended: list[int] = []
+    server = await start_server(
+        lambda conn: None,
+        close_timeout=0.3,
+        ping_interval=None,
+        on_close=lambda conn, code, reason: ended.append(code),
+    )
+    _, writer = await stalled_peer(server.port)  # never answers the close frame
+    try:
+        await eventually(lambda: server.connections, what="the silent peer")
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        await asyncio.wait_for(server.close(), 5)
+        assert loop.time() - started < 3  # not the 10 s default
+        assert ended == [socker.CloseCode.GOING_AWAY]
+        assert not server.connections
+    finally:
+        writer.close()

@@ -487,7 +487,9 @@ class PicowsSocket(WSListener):
             self._read_paused = False
             ws.underlying_transport.resume_reading()
         if self._close_timer is None:
-            self._close_timer = self._hub.loop.call_later(CLOSE_TIMEOUT, ws.disconnect)
+            self._close_timer = self._hub.loop.call_later(
+                self._hub.server.close_timeout, ws.disconnect
+            )
 
     def _fail(self, code: int, reason: str) -> None:
         logger.info("picows: closing a connection: %s (%d)", reason, code)
