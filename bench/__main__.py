@@ -63,7 +63,11 @@ def main(argv: list[str] | None = None) -> int:
     print(table(doc, doc["status"], doc["details"]))
     print()
     elapsed = time.monotonic() - start
-    print(f"{'quick ' if cfg.quick else ''}run: {elapsed:.0f} s; results in {cfg.json_path}")
+    load = doc["meta"]["loadavg_start"]
+    print(
+        f"{'quick ' if cfg.quick else ''}run: {elapsed:.0f} s; results in {cfg.json_path}"
+        f" (load average at start: {load[0]:.1f} on {doc['meta']['cpus']} CPUs)"
+    )
     if cfg.plot:
         print(plot(doc, cfg.json_path.with_suffix(".png")))
     return 1 if "error" in results.status.values() else 0

@@ -139,6 +139,9 @@ KEYS: tuple[Key, ...] = (
     _k("dc_msgs_per_s", "msg/s", "dc", help="socker, batched 100 B, unreliable"),
     _k("dc_loss_pct", "%", "dc"),
     _k("dc_batch_gain", "x", "dc", ">= 10"),
+    _k("dc_raw_cpu_us", "us/msg", "dc", help="receiving server CPU per message, /proc"),
+    _k("dc_cpu_us", "us/msg", "dc", help="receiving server CPU per message, /proc"),
+    _k("dc_cpu_gain", "x", "dc", help="raw / socker receiver CPU per message"),
 )
 KEY_BY_NAME: dict[str, Key] = {key.name: key for key in KEYS}
 
@@ -351,8 +354,17 @@ def select_groups(groups: Sequence[Group], only: str | None) -> list[Group]:
     return [by_name[name] for name in wanted]
 
 
+_LOAD_AT_START: list[float] | None = None
+
+
+def _loadavg() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
 def run_groups(cfg: Config, groups: Iterable[Group], results: Results) -> dict[str, float]:
     """Run each group, turning a failure into ``error`` statuses; returns seconds taken."""
+    global _LOAD_AT_START
+    _LOAD_AT_START = _loadavg()
     took: dict[str, float] = {}
     for group in groups:
         print(f"[{group.name}] {group.about}", file=sys.stderr, flush=True)
@@ -449,6 +461,10 @@ def meta(cfg: Config, took: Mapping[str, float]) -> dict[str, Any]:
         "platform": platform.platform(),
         "cpus": os.cpu_count(),
         "cpus_usable": len(os.sched_getaffinity(0)),
+        # Other work on the machine skews every figure: the 1/5/15-minute load averages
+        # before the first group and after the last (the bench itself adds ~1-2).
+        "loadavg_start": _LOAD_AT_START,
+        "loadavg_end": _loadavg(),
         "commit": _git_commit(),
         "versions": {dist: _version(dist) for dist in ("socker", "websockets", "picows", "aiortc")},
     }
