@@ -132,6 +132,7 @@ class Connection:
         "_ended",
         "_error_hooks",
         "_feed",
+        "_cancelling",
         "_handling",
         "_inbox",
         "_inbox_room",
@@ -192,7 +193,8 @@ class Connection:
         self._inbox: deque[bytes] | None = deque() if drive == "tick" else None
         self._inbox_room: asyncio.Event | None = None
         self._pending: asyncio.Task[None] | None = None
-        self._handling: asyncio.Future[bool] | None = None
+        self._handling: asyncio.Task[Any] | None = None
+        self._cancelling = False
         self._outbox: deque[bytes] | None = None
         self._writer: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -400,14 +402,18 @@ class Connection:
         return None
 
     async def _finish(self, pending: Awaitable[bool]) -> None:
-        # An async handler runs as its own task so close() can cancel one that hangs
-        # (a stage timeout, a shutdown) without cancelling the adapter's read pump.
-        task = self._handling = asyncio.ensure_future(pending)
+        # An async handler runs right here, in the adapter's reading task: no task per
+        # message. close() cancels that task to stop a handler that hangs (a stage
+        # timeout, a shutdown); the cancellation is taken back below, so the reader goes
+        # on to see the end of the connection.
+        task = self._handling = asyncio.current_task()
         try:
-            changed = await task
+            changed = await pending
         except asyncio.CancelledError:
-            if task.cancelled() and self._closing:
-                return  # cancelled by close(); the pump goes on to see the end
+            if self._cancelling and task is not None:
+                self._cancelling = False
+                task.uncancel()
+                return
             raise
         except ConnectionClosedError as exc:
             if not self._closing:
@@ -560,6 +566,7 @@ class Connection:
             self._timer = None
         handling = self._handling
         if handling is not None and not inside:
+            self._cancelling = True
             handling.cancel()  # a handler stuck mid-stage must not hold the close
         return self._close_sent
 
