@@ -125,6 +125,7 @@ class Connection:
     # Slots and lazily made queues, sets and futures: an idle connection is mostly this
     # object, and servers hold thousands (see conn_mem in docs/performance.md).
     __slots__ = (
+        "_cancelling",
         "_close_hooks",
         "_close_sent",
         "_closing",
@@ -132,7 +133,6 @@ class Connection:
         "_ended",
         "_error_hooks",
         "_feed",
-        "_cancelling",
         "_handling",
         "_inbox",
         "_inbox_room",
