@@ -129,6 +129,7 @@ class Connection:
         "_close_hooks",
         "_close_sent",
         "_closing",
+        "_deferred",
         "_direct",
         "_ended",
         "_error_hooks",
@@ -196,6 +197,7 @@ class Connection:
         self._handling: asyncio.Task[Any] | None = None
         self._cancelling = False
         self._outbox: deque[bytes] | None = None
+        self._deferred: deque[bytes] | None = None
         self._writer: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._intercept: Callable[[bytes], bool] | None = None
@@ -366,8 +368,7 @@ class Connection:
             if result is False:
                 return None
             if result is True:
-                self._arm_timer()
-                return None
+                return self._changed()
             return self._finish(result)
         if self._closing:
             return None
@@ -385,7 +386,7 @@ class Connection:
         pending = self._dispatch(message)
         return None if pending is None else self._finish(pending)
 
-    def _dispatch(self, message: bytes) -> Awaitable[bool] | None:
+    def _dispatch(self, message: bytes) -> Awaitable[Any] | None:
         # The one place a message meets the chain, for both drives.
         intercept = self._intercept
         try:
@@ -396,12 +397,51 @@ class Connection:
             self.fail(exc)
             return None
         if result is True:
-            self._arm_timer()
-        elif result is not False:
+            return self._changed()
+        if result is not False:
             return result
         return None
 
-    async def _finish(self, pending: Awaitable[bool]) -> None:
+    def _changed(self) -> Awaitable[None] | None:
+        # The stage changed: restart the stage clock and hand the new stage what the
+        # old one deferred, before anything newer.
+        self._arm_timer()
+        deferred = self._deferred
+        if not deferred:
+            return None
+        if self._inbox is not None:
+            self._inbox.extendleft(reversed(deferred))
+            deferred.clear()
+            return None
+        return self._replay()
+
+    async def _replay(self) -> None:
+        deferred = self._deferred
+        assert deferred is not None
+        batch = list(deferred)
+        deferred.clear()  # what the next stage defers again waits for the one after
+        for message in batch:
+            if self._closing:
+                return
+            pending = self._dispatch(message)
+            if pending is not None:
+                await self._finish(pending)
+
+    def defer(self, message: bytes) -> None:
+        """From a handler: hand ``message`` to the next stage entered, instead of this
+        one (e.g. an app message that arrives during the rtc handshake). Deferred
+        messages come before newer ones; at most ``max_queue`` wait."""
+        deferred = self._deferred
+        if deferred is None:
+            deferred = self._deferred = deque()
+        elif len(deferred) >= self._max_queue:
+            raise QueueFullError(
+                f"connection {self.id}: {len(deferred)} messages deferred in stage"
+                f" {self.current!r} (max_queue={self._max_queue})"
+            )
+        deferred.append(message)
+
+    async def _finish(self, pending: Awaitable[Any]) -> None:
         # An async handler runs right here, in the adapter's reading task: no task per
         # message. close() cancels that task to stop a handler that hangs (a stage
         # timeout, a shutdown); the cancellation is taken back below, so the reader goes
@@ -424,8 +464,10 @@ class Connection:
             return
         finally:
             self._handling = None
-        if changed:
-            self._arm_timer()
+        if changed is True:
+            replay = self._changed()
+            if replay is not None:
+                await replay
 
     async def _wait_for_room(self) -> None:
         # Tick drive with a full queue: stop reading (TCP pushes back on the peer)

@@ -780,3 +780,50 @@ async def test_a_silent_peer_is_dropped_by_keepalive(
     # README, "Fast transport": on picows the close frame on the wire says 1001.
     wire_code = 1001 if transport == "picows" else CloseCode.INTERNAL_ERROR
     assert close_frame(received) == (wire_code, ANY)
+
+
+@pytest.mark.parametrize("drive", ["async", "tick"])
+async def test_deferred_messages_go_to_the_next_stage_before_newer_ones(
+    start_server: StartServer, drive: str
+) -> None:
+    got: list[tuple[str, bytes]] = []
+
+    def setup(conn: socker.Connection) -> None:
+        @conn.stage()
+        def waiting(message: bytes) -> bool:
+            if message == b"go":
+                return True
+            conn.defer(message)  # not for this stage: the next one gets it
+            return False
+
+        @conn.stage()
+        async def second(message: bytes) -> bool:
+            got.append(("second", message))
+            if message == b"b":
+                conn.defer(message)  # deferred again: waits for the stage after this
+                return True
+            return False
+
+        @conn.stage()
+        def third(message: bytes) -> bool:
+            got.append(("third", message))
+            return False
+
+    server = await start_server(setup, drive=drive)
+    async with socker.connect(server.url) as client:
+        for message in (b"a", b"b", b"c", b"go", b"d"):
+            await client.send(message)
+
+        def pumped() -> bool:
+            if drive == "tick":
+                server.tick()
+            return len(got) == 5
+
+        await eventually(pumped, what="every message handled")
+    assert got == [
+        ("second", b"a"),
+        ("second", b"b"),
+        ("third", b"b"),
+        ("third", b"c"),
+        ("third", b"d"),
+    ]

@@ -475,12 +475,50 @@ async def test_renegotiate_does_nothing_until_the_handshake_is_done(serve: Any) 
         assert not conn.closed
 
 
+# -- app messages during the handshake ------------------------------------------------------
+
+
+@needs_interface
+async def test_app_messages_mid_handshake_reach_the_final_stage_in_order(serve: Any) -> None:
+    server_control: list[bytes] = []
+    client_control: list[bytes] = []
+
+    def server_setup(conn: socker.Connection) -> None:
+        @conn.stage()
+        async def hello(message: bytes) -> bool:
+            await conn.send(b"scene")
+            await conn.send(b"news-1")  # reaches the client in rtc_offer: deferred
+            return True
+
+        server_stages(conn)
+
+        @conn.stage()
+        async def control(message: bytes) -> bool:
+            server_control.append(message)
+            await conn.send(b"echo " + message)
+            return False
+
+    server = await serve(server_setup)
+    async with socker.connect(server.url) as conn:
+
+        @conn.stage()
+        async def scene(message: bytes) -> bool:
+            await conn.send(b"early-1")  # reaches the server in rtc_ready: deferred
+            await conn.send(b"early-2")
+            await rtc.ready()
+            return True
+
+        rtc = client_stages(conn)
+        conn.add(lambda m: client_control.append(m) is None and False, name="control")
+        await conn.send(b"hello")
+        await eventually(lambda: rtc.opened == 1, what="client open")
+        await conn.send(b"late")
+        await eventually(lambda: len(client_control) == 4, what="the echoes")
+    assert server_control == [b"early-1", b"early-2", b"late"]
+    assert client_control == [b"news-1", b"echo early-1", b"echo early-2", b"echo late"]
+
+
 # -- bad input ------------------------------------------------------------------------------
-
-
-async def garbage_in_rtc_stage(raw: RawClient) -> None:
-    await raw.hello()
-    await raw.ws.send(b"garbage")
 
 
 async def answer_before_ready(raw: RawClient) -> None:
@@ -513,14 +551,13 @@ async def unknown_version(raw: RawClient) -> None:
 @pytest.mark.parametrize(
     ("misbehave", "expected"),
     [
-        (garbage_in_rtc_stage, r"^stage 'rtc_ready': not a signaling frame"),
         (answer_before_ready, r"^stage 'rtc_ready': expected READY .*, got ANSWER$"),
         (bad_sdp_in_answer, r"^stage 'rtc_answer': the answer SDP was rejected"),
         (signaling_before_rtc_stages, r"^stage 'hello': READY before the rtc stages$"),
         (truncated_signaling, r"^stage 'rtc_ready': truncated signaling frame"),
         (unknown_version, r"^stage 'rtc_ready': unsupported signaling version 9"),
     ],
-    ids=["garbage", "answer-before-ready", "bad-sdp", "before-rtc-stages", "truncated", "version"],
+    ids=["answer-before-ready", "bad-sdp", "before-rtc-stages", "truncated", "version"],
 )
 async def test_bad_signaling_closes_4400_and_the_server_serves_on(
     serve: Any, misbehave: Callable[[RawClient], Any], expected: str

@@ -289,9 +289,14 @@ class RtcSession:
     def _intercept(self, frame: bytes) -> bool:
         # Signaling that arrives outside the rtc stages (renegotiation, or a protocol
         # error), and trickled candidates, in the rtc stages or after them.
-        if not is_signaling(frame):
-            return False
         index = self.conn.stages.index
+        if not is_signaling(frame):
+            if self._first <= index <= self._last:
+                # An app message mid-handshake (e.g. a broadcast that crossed a
+                # renegotiation): the stage after the rtc stages gets it, in order.
+                self.conn.defer(frame)
+                return True
+            return False
         message = decode(frame)  # SignalingError on garbage: the connection closes 4400
         if isinstance(message, Candidate) and index >= self._first:
             self._trickled(message)
