@@ -33,10 +33,16 @@ pytest: $(STAMP) system
 
 test: lint typecheck pytest
 
-bench: $(STAMP)
+# The benchmarks also draw their plot (matplotlib) and time a headless Chromium.
+BENCH_STAMP := $(VENV)/.bench-installed
+$(BENCH_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e '.[dev,plot]'
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP) system
 	$(PY) -m bench
 
-bench-quick: $(STAMP)
+bench-quick: $(BENCH_STAMP) system
 	$(PY) -m bench --quick
 
 clean:
