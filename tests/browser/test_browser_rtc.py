@@ -50,11 +50,15 @@ class FlowApp:
 
     ``control`` takes commands from the page: ``burst:<label>:<n>`` sends n paced
     messages on a channel, ``reneg`` asks the page to renegotiate, ``echo:<x>`` and
-    ``slow:<ms>`` are sent back over the WebSocket.
+    ``slow:<ms>`` are sent back over the WebSocket. ``after_scene`` frames follow the
+    scene at once, so they reach the page while it is in ``rtc_offer``.
     """
 
-    def __init__(self, channels: Sequence[ChannelSpec] = DEFAULT_CHANNELS) -> None:
+    def __init__(
+        self, channels: Sequence[ChannelSpec] = DEFAULT_CHANNELS, after_scene: Sequence[bytes] = ()
+    ) -> None:
         self.channels = tuple(channels)
+        self.after_scene = tuple(after_scene)
         self.conns: list[socker.Connection] = []
         self.sessions: list[RtcSession] = []
         self.got: dict[str, list[bytes]] = defaultdict(list)
@@ -68,6 +72,8 @@ class FlowApp:
         async def hello(message: bytes) -> bool:
             assert message == b"hello", message
             await conn.send(b"scene")
+            for frame in self.after_scene:
+                await conn.send(frame)
             return True
 
         session = server_stages(conn, channels=self.channels, timeout=5)
@@ -429,6 +435,144 @@ async def test_page_stage_timeout_closes_4408(
     assert results["errors"] == ["StageTimeoutError: stage 'rtc_offer' timed out after 0.3 s"]
     await eventually(lambda: conns[0].closed, "the server to see the close")
     assert conns[0].close_code == 4408
+
+
+# -- deferred messages ---------------------------------------------------------------------
+
+
+async def test_app_messages_mid_handshake_reach_the_final_stage_in_order(
+    launch: Any, start_server: Any, open_page: Any
+) -> None:
+    """App frames the server sends right after the scene reach the page in rtc_offer:
+    the rtc stages defer them (no 4400), and the final stage gets them first once the
+    channels are open, in order, before anything newer."""
+    app = FlowApp(after_scene=[b"news-1", b"news-2"])
+    server = await start_server(app.setup)
+    tab = await open_page(await launch("loopback"), server)
+    await start_flow(tab)
+    await tab.eval("T.sendText('echo:late')")
+    await tab.wait_for("window.results.control.length >= 3", what="three control messages")
+    results = await tab.eval("window.results")
+    assert results["control"] == ["news-1", "news-2", "late"]
+    # Deferred in rtc_offer, again in rtc_open (the next stage entered), then delivered.
+    assert results["deferred"] == [
+        ["rtc_offer", "news-1"],
+        ["rtc_offer", "news-2"],
+        ["rtc_open", "news-1"],
+        ["rtc_open", "news-2"],
+    ]
+    # They came before the OFFER: the page was still negotiating.
+    heads = [head for _, head in results["frames"]]
+    offer = envelope.encode(Offer("v=0"))[:4].hex()
+    assert heads.index(b"news".hex()) < heads.index(offer), heads
+    assert [entry["stage"] for entry in await tab.eval("window.conn.history")] == CLIENT_HISTORY
+    assert results["errors"] == [] and results["closed"] is None
+    await exchange(tab, app, "game", 50)
+
+
+async def test_malformed_signaling_mid_handshake_still_closes_4400(
+    launch: Any, start_server: Any, open_page: Any
+) -> None:
+    """Only frames without the magic are deferred: garbage that starts with ff 53 is
+    bad signaling."""
+    app = FlowApp(after_scene=[b"\xffS\x01\x09"])  # type 0x09 does not exist
+    server = await start_server(app.setup)
+    tab = await open_page(await launch("loopback"), server)
+    await tab.eval("T.startFlow()")
+    await tab.wait_for("window.results.closed !== null", what="the close")
+    results = await tab.eval("window.results")
+    assert results["closed"]["code"] == 4400, results["closed"]
+    assert results["closed"]["reason"].startswith("stage 'rtc_offer': unknown signaling message")
+    assert results["deferred"] == []
+    await eventually(lambda: app.conns[0].closed, "the server to see the close")
+    assert app.conns[0].close_code == 4400
+
+
+def replay_setup(conn: socker.Connection) -> None:
+    """A server that sends back each comma-separated part of what it gets."""
+
+    @conn.stage()
+    async def replay(message: bytes) -> bool:
+        for part in message.split(b","):
+            await conn.send(part)
+        return False
+
+
+async def test_defer_in_the_page(launch: Any, start_server: Any, open_page: Any) -> None:
+    """conn.defer() alone, as tests/integration checks Connection.defer() in Python."""
+    server = await start_server(replay_setup)
+    tab = await open_page(await launch("loopback"), server)
+    await tab.eval(
+        """async () => {
+        const text = (m) => T.decoder.decode(m);
+        const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+        const r = window.results = {got: [], held: 0, jumped: [], full: null, errors: []};
+
+        // Deferred messages go to the next stage before newer ones; deferred again,
+        // they wait for the stage after that.
+        const conn = window.conn = new T.socker.Connection("/");
+        conn.stage("waiting", (m) => {
+            if (text(m) === "go") return true;
+            conn.defer(m);  // not for this stage: the next one gets it
+            return false;
+        });
+        conn.stage("second", async (m) => {
+            await sleep(1);
+            r.got.push(["second", text(m)]);
+            if (text(m) !== "b") return false;
+            conn.defer(m);  // deferred again: waits for the stage after this
+            return true;
+        });
+        conn.stage("third", (m) => { r.got.push(["third", text(m)]); return false; });
+        await conn.open();
+        conn.send(T.encoder.encode("a,b,c,go,d"));
+
+        // jump() from outside a handler is a stage change too.
+        const other = window.other = new T.socker.Connection("/");
+        other.stage("hold", (m) => { other.defer(m); r.held++; return false; });
+        other.stage("free", (m) => { r.jumped.push(text(m)); return false; });
+        await other.open();
+        other.send(T.encoder.encode("x,y"));
+        while (r.held < 2) await sleep(5);
+        other.jump("free");
+        r.jumpedAtOnce = r.jumped.length;  // delivered by the pump, not inside jump()
+        other.send(T.encoder.encode("z"));
+
+        // More than maxDeferred waiting is a handler error: 4011.
+        const full = new T.socker.Connection("/", {maxDeferred: 2});
+        full.stage("hoard", (m) => { full.defer(m); return false; });
+        full.onError((err) => r.errors.push(`${err.name}: ${err.message}`));
+        await full.open();
+        full.send(T.encoder.encode("1,2,3"));
+        r.full = await full.waitClosed();
+
+        r.refused = T.each([
+            () => new T.socker.Connection("/", {maxDeferred: 0}),
+            () => new T.socker.Connection("/", {maxDeferred: 1.5}),
+            () => conn.defer("text"),
+        ], (f) => { f(); return "accepted"; });
+    }"""
+    )
+    await tab.wait_for(
+        "window.results.got.length >= 5 && window.results.jumped.length >= 3",
+        what="every message handled",
+    )
+    await tab.eval("Promise.all([window.conn.close(), window.other.close()])")
+    results = await tab.eval("window.results")
+    assert results["got"] == [
+        ["second", "a"],
+        ["second", "b"],
+        ["third", "b"],
+        ["third", "c"],
+        ["third", "d"],
+    ]
+    assert results["jumped"] == ["x", "y", "z"]
+    assert results["jumpedAtOnce"] == 0
+    assert results["full"] == {"code": 4011, "reason": "stage 'hoard' raised QueueFullError"}
+    assert results["errors"] == [
+        "QueueFullError: 2 messages deferred in stage 'hoard' (maxDeferred=2)"
+    ]
+    assert [r["error"] for r in results["refused"]] == ["RangeError", "RangeError", "TypeError"]
 
 
 # -- the codecs: JavaScript against Python ----------------------------------------------------

@@ -21,6 +21,9 @@ export declare class OutOfStagesError extends SockerError {
   constructor(stage: string);
   readonly stage: string;
 }
+/** More than maxDeferred messages were deferred (from a handler: the connection closes
+ *  with 4011). */
+export declare class QueueFullError extends SockerError {}
 /** send() on a connection that is not open. */
 export declare class ConnectionClosedError extends SockerError {
   constructor(code: number | null, reason: string);
@@ -69,6 +72,9 @@ export interface ConnectionOptions {
   openTimeout?: number;
   /** Entries kept in history (default 256). */
   historyLimit?: number;
+  /** Messages that may wait in defer() at once (default 1024); one more throws
+   *  QueueFullError. */
+  maxDeferred?: number;
 }
 
 export interface ConnectOptions extends ConnectionOptions {
@@ -101,6 +107,8 @@ export declare class Connection {
   readonly closeReason: string;
   /** The error that made socker.js close the connection, if one did. */
   readonly error: unknown;
+  /** How many messages may wait in defer() at once. */
+  readonly maxDeferred: number;
 
   /** Append a stage; the name defaults to handler.name. Returns this (chainable). */
   add(handler: StageHandler, options?: { name?: string; timeout?: number | null }): this;
@@ -108,6 +116,13 @@ export declare class Connection {
   stage(name: string, handler: StageHandler, options?: { timeout?: number | null }): this;
   /** Move to a stage from outside a handler. */
   jump(name: string): void;
+  /** From a handler or intercept: hand message to the next stage entered instead of
+   *  this one. On the next stage change (a handler's return or jump()) deferred messages
+   *  are delivered first, in order, before anything newer; a message deferred again
+   *  waits for the change after that. At most maxDeferred wait: one more throws
+   *  QueueFullError (from a handler, the connection closes with 4011). The rtc stages
+   *  defer app frames that arrive during the handshake. */
+  defer(message: Bytes): void;
   /** Run fn on each message before the stages; true means consumed. One per
    *  connection (rtc.clientStages uses it); null removes it. */
   intercept(fn: ((message: Uint8Array) => boolean) | null): void;

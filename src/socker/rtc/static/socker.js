@@ -10,7 +10,8 @@
 // The model is Python's (docs/browser.md): a connection walks a chain of stages; the
 // current stage's handler gets each binary message (a Uint8Array) and returns true
 // (advance), false (stay) or a stage name (jump). Handlers may be async; messages are
-// handled strictly one at a time, in order. Timeouts here are in milliseconds.
+// handled strictly one at a time, in order; conn.defer(message) hands one to the next
+// stage entered. Timeouts here are in milliseconds.
 //
 // Wire formats (docs/protocol.md) match socker.rtc.envelope and socker.rtc.batch byte
 // for byte; tests/browser checks both directions against the Python codecs.
@@ -45,6 +46,9 @@ export class OutOfStagesError extends SockerError {
     this.stage = stage;
   }
 }
+
+/** More than maxDeferred messages were deferred (the connection closes with 4011). */
+export class QueueFullError extends SockerError {}
 
 /** send() on a connection that is not open. */
 export class ConnectionClosedError extends SockerError {
@@ -562,13 +566,18 @@ function webSocketUrl(url) {
 export class Connection {
   /**
    * @param url ws(s):// URL, or a path/URL resolved against the page ("/" by default).
-   * @param options {protocols, openTimeout = 10000 ms, historyLimit = 256}
+   * @param options {protocols, openTimeout = 10000 ms, historyLimit = 256, maxDeferred = 1024}
    */
-  constructor(url = "/", { protocols = undefined, openTimeout = 10000, historyLimit = 256 } = {}) {
+  constructor(url = "/", { protocols = undefined, openTimeout = 10000, historyLimit = 256, maxDeferred = 1024 } = {}) {
+    if (!Number.isInteger(maxDeferred) || maxDeferred < 1) {
+      throw new RangeError(`maxDeferred must be an integer of at least 1, got ${String(maxDeferred)}`);
+    }
     this.url = webSocketUrl(url);
     this.protocols = protocols;
     this.openTimeout = openTimeout;
     this.historyLimit = historyLimit;
+    /** How many messages may wait in defer() at once. */
+    this.maxDeferred = maxDeferred;
     /** The underlying WebSocket (once open() is called). */
     this.socket = null;
     /** "new", "connecting", "open", "closing" or "closed". */
@@ -583,6 +592,7 @@ export class Connection {
     this._index = 0;
     this._history = [];
     this._inbox = [];
+    this._deferred = [];
     this._pumping = false;
     this._timer = null;
     this._intercept = null;
@@ -624,6 +634,20 @@ export class Connection {
     const target = this._byName.get(name);
     if (target === undefined) throw new RangeError(`no stage named '${name}'; the stages are ${this.names.join(", ")}`);
     this._enter(target, "jump");
+  }
+
+  /** From a handler (or intercept): hand message to the next stage entered instead of
+   *  this one (e.g. an app message that arrives during the rtc handshake). On the next
+   *  stage change, deferred messages come first, in order, before anything newer; one
+   *  deferred again waits for the change after that. At most maxDeferred wait: one more
+   *  throws QueueFullError (from a handler, the connection closes with 4011). */
+  defer(message) {
+    const bytes = asBytes(message, "message");
+    if (this._deferred.length >= this.maxDeferred) {
+      throw new QueueFullError(`${this._deferred.length} messages deferred in stage '${this.current}'` +
+        ` (maxDeferred=${this.maxDeferred})`);
+    }
+    this._deferred.push(bytes);
   }
 
   /** Run fn(message) on each binary message before the stages; it returns true when it
@@ -799,7 +823,20 @@ export class Connection {
     this._history.push(entry);
     if (this._history.length > this.historyLimit) this._history.shift();
     this._arm();
+    this._replay();
     runHooks(this._hooks.stage, entry, this);
+  }
+
+  // A stage was entered: what the previous one deferred goes to the front of the inbox,
+  // in order, before anything newer. What the new stage defers again waits for the next
+  // change. Inside a handler the running pump picks them up; after a jump from outside
+  // one starts in a microtask (not inside jump() itself).
+  _replay() {
+    const deferred = this._deferred;
+    if (!deferred.length) return;
+    this._deferred = [];
+    this._inbox.unshift(...deferred);
+    if (!this._pumping) queueMicrotask(() => this._pump());
   }
 
   // A timer per stage entry: entering any stage (even the same one) restarts it.
@@ -843,6 +880,7 @@ export class Connection {
     this.state = "closed";
     this._disarm();
     this._inbox.length = 0;
+    this._deferred.length = 0;
     // What we sent wins, as in Python: the reason is ours, the echo may be cut.
     if (this._closeSent !== null) ({ code, reason } = this._closeSent);
     this.closeCode = code;
@@ -1148,10 +1186,19 @@ export class RtcSession {
   }
 
   // Signaling outside the rtc stages: renegotiation, BYE, ERROR, or a protocol error.
+  // App frames during the rtc stages wait for the stage after them.
   _intercept(frame) {
-    if (!isSignaling(frame)) return false;
     const index = this.conn.index;
-    if (index >= this._first && index <= this._last) {
+    const handshaking = index >= this._first && index <= this._last;
+    if (!isSignaling(frame)) {
+      if (!handshaking) return false;
+      // An app message mid-handshake (e.g. a broadcast that crossed a renegotiation):
+      // the stage after the rtc stages gets it once the channels are open, in order.
+      // (A frame starting with ff 53 is signaling: garbage there still closes 4400.)
+      this.conn.defer(frame);
+      return true;
+    }
+    if (handshaking) {
       // Our READY crossed the server's RENEGOTIATE: the OFFER answering our READY
       // follows, so drop it. Anything else goes to the stage (and is checked there).
       return this._asked && decode(frame).type === "RENEGOTIATE";
