@@ -17,7 +17,7 @@ from .errors import (
     StageTimeoutError,
 )
 from .routes import SOCKER_JS_PATH, Route
-from .server import Server, ServerOptions, Setup, serve
+from .server import ConnectionOptions, Server, ServerOptions, Setup, serve
 from .stages import Entered, Handler, Result, Stage, Stages
 
 __version__ = "0.1.0"
@@ -30,6 +30,7 @@ __all__ = [
     "CloseCode",
     "Connection",
     "ConnectionClosedError",
+    "ConnectionOptions",
     "Entered",
     "Handler",
     "HandshakeRejected",

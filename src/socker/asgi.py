@@ -26,17 +26,15 @@ import asyncio
 import contextlib
 import inspect
 import logging
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
+from collections.abc import Awaitable, Callable, MutableMapping
 from http import HTTPStatus
-from typing import Any, TypeAlias, TypedDict, Unpack
+from typing import Any, TypeAlias, Unpack
 
 from websockets.datastructures import Headers
 
-from .admission import Authenticate
-from .connection import CloseHook, Connection, Drive, ErrorHook, OpenHook, Request, TextPolicy
+from .connection import Connection, Request
 from .errors import CloseCode, ConnectionClosedError, HandshakeRejected
-from .routes import Route
-from .server import Server, Setup
+from .server import ConnectionOptions, Server, Setup
 
 __all__ = [
     "ASGIOptions",
@@ -66,22 +64,10 @@ POLICY_VIOLATION = 1008
 extension answer it with HTTP 403)."""
 
 
-class ASGIOptions(TypedDict, total=False):
-    """Keyword options of :class:`SockerASGI`: those of :class:`socker.Server` that
-    mean something under an ASGI server (no host, port, path, transport or pings:
-    the ASGI server and the host app own those)."""
-
-    drive: Drive
-    origins: Sequence[str] | None
-    max_connections: int | None
-    authenticate: Authenticate | None
-    max_size: int
-    max_queue: int
-    text: TextPolicy
-    on_open: OpenHook | None
-    on_close: CloseHook | None
-    on_error: ErrorHook | None
-    routes: Mapping[str, Route] | None
+ASGIOptions: TypeAlias = ConnectionOptions
+"""Keyword options of :class:`SockerASGI`: those of :class:`socker.Server` that mean
+something under an ASGI server (no host, port, path, transport or pings: the ASGI
+server and the host app own those)."""
 
 
 class ASGITransport:

@@ -323,14 +323,7 @@ class Connection:
         """
         if self._closing:
             raise ConnectionClosedError(self.close_code, self.close_reason)
-        outbox = self._outbox
-        if outbox is None:
-            outbox = self._outbox = deque()
-        elif len(outbox) >= self._max_queue:
-            raise QueueFullError(
-                f"connection {self.id}: {len(outbox)} messages already queued"
-                f" (max_queue={self._max_queue}); the peer is not keeping up"
-            )
+        outbox = self._outbox = self._room(self._outbox, "queued; the peer is not keeping up")
         outbox.append(data)
         if self._writer is None:
             # Spawned only while there is a backlog: an idle connection holds no task.
@@ -431,15 +424,18 @@ class Connection:
         """From a handler: hand ``message`` to the next stage entered, instead of this
         one (e.g. an app message that arrives during the rtc handshake). Deferred
         messages come before newer ones; at most ``max_queue`` wait."""
-        deferred = self._deferred
-        if deferred is None:
-            deferred = self._deferred = deque()
-        elif len(deferred) >= self._max_queue:
-            raise QueueFullError(
-                f"connection {self.id}: {len(deferred)} messages deferred in stage"
-                f" {self.current!r} (max_queue={self._max_queue})"
-            )
+        deferred = self._deferred = self._room(self._deferred, f"deferred in {self.current!r}")
         deferred.append(message)
+
+    def _room(self, queue: deque[bytes] | None, what: str) -> deque[bytes]:
+        # Queues are made on first use (an idle connection holds none) and bounded.
+        if queue is None:
+            return deque()
+        if len(queue) >= self._max_queue:
+            raise QueueFullError(
+                f"connection {self.id}: {len(queue)} messages {what} (max_queue={self._max_queue})"
+            )
+        return queue
 
     async def _finish(self, pending: Awaitable[Any]) -> None:
         # An async handler runs right here, in the adapter's reading task: no task per

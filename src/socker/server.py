@@ -38,7 +38,7 @@ from .errors import CloseCode, HandshakeRejected, QueueFullError
 from .routes import Route, default_routes
 from .transports.websockets import WebsocketsTransport, pump
 
-__all__ = ["Server", "ServerOptions", "Setup", "serve"]
+__all__ = ["ConnectionOptions", "Server", "ServerOptions", "Setup", "serve"]
 
 logger = logging.getLogger("socker")
 
@@ -358,10 +358,10 @@ class Server:
         await self.run_connection(conn, pump(ws, conn))
 
 
-class ServerOptions(TypedDict, total=False):
-    """Keyword options of :func:`serve`, documented on :class:`Server`."""
+class ConnectionOptions(TypedDict, total=False):
+    """Options every way of serving has (``serve()`` and the ASGI mount), documented
+    on :class:`Server`."""
 
-    path: str
     drive: Drive
     origins: Sequence[str] | None
     max_connections: int | None
@@ -369,13 +369,20 @@ class ServerOptions(TypedDict, total=False):
     max_size: int
     max_queue: int
     text: TextPolicy
-    ping_interval: float | None
-    ping_timeout: float | None
-    close_timeout: float
     on_open: OpenHook | None
     on_close: CloseHook | None
     on_error: ErrorHook | None
     routes: Mapping[str, Route] | None
+
+
+class ServerOptions(ConnectionOptions, total=False):
+    """Keyword options of :func:`serve`: those of :class:`ConnectionOptions`, and the
+    ones a listening server owns."""
+
+    path: str
+    ping_interval: float | None
+    ping_timeout: float | None
+    close_timeout: float
     transport: TransportName
 
 
