@@ -163,3 +163,14 @@ def test_backoff_jitter_stays_within_its_fraction() -> None:
 def test_backoff_validates(options: dict[str, float]) -> None:
     with pytest.raises(ValueError, match="Backoff"):
         Backoff(**options)
+
+
+def test_a_doubled_origin_header_is_refused_403() -> None:
+    from websockets.datastructures import Headers
+
+    headers = Headers(
+        [("Host", "game.example:8765"), ("Origin", "http://a"), ("Origin", "http://b")]
+    )
+    caught = refused(Admission(), Request("/", "", headers, None))
+    assert caught.status == 403
+    assert "more than one Origin header" in caught.reason
