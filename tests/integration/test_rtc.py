@@ -596,7 +596,8 @@ async def test_trickled_candidates_are_taken_without_blocking(serve: Any) -> Non
             await raw.ws.send(encode(Candidate(line, "0", 0)))
         await raw.ws.send(encode(Candidate("")))  # end of candidates
         await raw.confirm_open()
-        assert asyncio.get_running_loop().time() - started < 1.0  # no mDNS lookup waited for
+        # aiortc would wait ~2 s per .local candidate it tried to resolve inline.
+        assert asyncio.get_running_loop().time() - started < 1.8
         pc = srv.session.pc
         assert pc is not None and srv.session.opened == 1
         # aioice keeps the trickled candidates of address families it has itself.
@@ -670,7 +671,7 @@ async def test_rtc_stage_timeout_closes_4408_naming_the_stage(
         elapsed = asyncio.get_running_loop().time() - started
         assert code == CloseCode.STAGE_TIMEOUT
         assert reason == f"stage {stage!r} timed out after 0.5 s"
-        assert 0.4 < elapsed < 2.5
+        assert elapsed > 0.4  # never early; expect_close bounds the wait
         await eventually(lambda: not server.connections, what="server forgets the client")
         assert srv.sessions[0].pc is None
         assert all(pc.connectionState == "closed" for pc in srv.pcs)

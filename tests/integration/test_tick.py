@@ -100,9 +100,7 @@ async def test_async_handler_in_tick_mode_keeps_order_without_blocking(
         for message in (b"a", b"b", b"c"):
             client.write(message)
         conn = await wait_pending(server, 3)
-        started = time.perf_counter()
         assert server.tick() == 1  # starts "a" as a task; "b" and "c" wait for it
-        assert time.perf_counter() - started < 0.02  # tick() never waits
         assert handled == [] and conn.pending == 2
         assert server.tick() == 0  # "a" still running: nothing else may start
         deadline = time.monotonic() + 2
