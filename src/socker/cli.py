@@ -26,6 +26,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger("socker").setLevel(logging.INFO)
     if args.bots < 0:
         parser.error("--bots must be 0 or more")
+    try:
+        import aiortc  # noqa: F401  (the demo's DataChannels)
+    except ImportError:
+        parser.error("the demo needs the rtc extra: pip install 'socker[rtc]'")
     from .demo.app import run_demo
 
     asyncio.run(run_demo(args.host, args.port, bots=args.bots, seconds=args.seconds))
