@@ -20,11 +20,12 @@ Two drives:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import itertools
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, TypeAlias, TypeVar
 
@@ -437,20 +438,28 @@ class Connection:
             )
         return queue
 
-    async def _finish(self, pending: Awaitable[Any]) -> None:
-        # An async handler runs right here, in the adapter's reading task: no task per
-        # message. close() cancels that task to stop a handler that hangs (a stage
-        # timeout, a shutdown); the cancellation is taken back below, so the reader goes
+    @contextlib.contextmanager
+    def _stoppable(self) -> Iterator[None]:
+        # An async handler (or setup) runs right in the adapter's reading task: no task
+        # per message. close() cancels that task to stop one that hangs (a stage
+        # timeout, a shutdown); the cancellation is taken back here, so the reader goes
         # on to see the end of the connection.
         task = self._handling = asyncio.current_task()
         try:
-            changed = await pending
+            yield
         except asyncio.CancelledError:
-            if self._cancelling and task is not None:
-                self._cancelling = False
-                task.uncancel()
-                return
-            raise
+            if not (self._cancelling and task is not None):
+                raise
+            self._cancelling = False
+            task.uncancel()
+        finally:
+            self._handling = None
+
+    async def _finish(self, pending: Awaitable[Any]) -> None:
+        changed = False
+        try:
+            with self._stoppable():
+                changed = await pending
         except ConnectionClosedError as exc:
             if not self._closing:
                 self.fail(exc)  # not ours: another connection's send() failed
@@ -458,8 +467,6 @@ class Connection:
         except Exception as exc:
             self.fail(exc)
             return
-        finally:
-            self._handling = None
         if changed is True:
             replay = self._changed()
             if replay is not None:
@@ -576,8 +583,21 @@ class Connection:
 
     # -- lifecycle -------------------------------------------------------------------
 
-    async def start(self) -> None:
-        """Called by the adapter once setup is done: arm timers, run on_open hooks."""
+    async def start(self, setup: Callable[[Connection], Any] | None = None) -> None:
+        """Called by the adapter: run ``setup(conn)`` (sync or async; if it raises, the
+        connection closes with 1011, and close() stops one that hangs), then arm the
+        stage timers and run the on_open hooks."""
+        if setup is not None:
+            try:
+                with self._stoppable():
+                    result = setup(self)
+                    if inspect.isawaitable(result):
+                        await result
+            except Exception as exc:
+                self.fail(exc, where="setup")
+                return
+            if self._closing:
+                return
         self._opened = True
         self._arm_timer()
         for hook in self._open_hooks:

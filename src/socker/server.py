@@ -8,7 +8,6 @@ sockets into :class:`~socker.Connection` objects and calls :meth:`Server.run_con
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import weakref
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -309,14 +308,10 @@ class Server:
         the socket closes. A failing setup closes the connection with 1011."""
         self._connections[conn.id] = conn
         try:
-            try:
-                result = self.setup(conn)
-                if inspect.isawaitable(result):
-                    await result
-            except Exception as exc:
-                conn.fail(exc, where="setup")
+            if self._closing:  # its handshake finished while close() was running
+                conn._close_soon(CloseCode.GOING_AWAY, "server shutting down")
             else:
-                await conn.start()
+                await conn.start(self.setup)
             await reader
         finally:
             self._connections.pop(conn.id, None)

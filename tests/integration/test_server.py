@@ -144,3 +144,21 @@ async def test_close_timeout_bounds_shutdown_with_a_silent_peer(
         assert not server.connections
     finally:
         writer.close()
+
+
+async def test_shutdown_stops_a_setup_that_never_returns(start_server: StartServer) -> None:
+    entered = asyncio.Event()
+
+    async def setup(conn: socker.Connection) -> None:
+        entered.set()
+        await asyncio.Event().wait()  # never returns
+
+    ended: list[int] = []
+    server = await start_server(setup, on_close=lambda conn, code, reason: ended.append(code))
+    async with socker.connect(server.url) as client:
+        await asyncio.wait_for(entered.wait(), 5)
+        await asyncio.wait_for(server.close(), 5)
+        await asyncio.wait_for(client.wait_closed(), 5)
+        assert client.close_code == socker.CloseCode.GOING_AWAY
+    assert ended == [socker.CloseCode.GOING_AWAY]
+    assert not server.connections
