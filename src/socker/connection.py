@@ -20,12 +20,11 @@ Two drives:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import inspect
 import itertools
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, TypeAlias, TypeVar
 
@@ -438,28 +437,25 @@ class Connection:
             )
         return queue
 
-    @contextlib.contextmanager
-    def _stoppable(self) -> Iterator[None]:
+    def _stopped_by_close(self, task: asyncio.Task[Any] | None) -> bool:
         # An async handler (or setup) runs right in the adapter's reading task: no task
         # per message. close() cancels that task to stop one that hangs (a stage
-        # timeout, a shutdown); the cancellation is taken back here, so the reader goes
-        # on to see the end of the connection.
-        task = self._handling = asyncio.current_task()
-        try:
-            yield
-        except asyncio.CancelledError:
-            if not (self._cancelling and task is not None):
-                raise
-            self._cancelling = False
-            task.uncancel()
-        finally:
-            self._handling = None
+        # timeout, a shutdown); this takes the cancellation back, so the reader goes on
+        # to see the end of the connection. Other cancellations propagate.
+        if not (self._cancelling and task is not None):
+            return False
+        self._cancelling = False
+        task.uncancel()
+        return True
 
     async def _finish(self, pending: Awaitable[Any]) -> None:
-        changed = False
+        task = self._handling = asyncio.current_task()
         try:
-            with self._stoppable():
-                changed = await pending
+            changed = await pending
+        except asyncio.CancelledError:
+            if self._stopped_by_close(task):
+                return
+            raise
         except ConnectionClosedError as exc:
             if not self._closing:
                 self.fail(exc)  # not ours: another connection's send() failed
@@ -467,6 +463,8 @@ class Connection:
         except Exception as exc:
             self.fail(exc)
             return
+        finally:
+            self._handling = None
         if changed is True:
             replay = self._changed()
             if replay is not None:
@@ -565,7 +563,7 @@ class Connection:
         # Closing from now on: no later message may reach a handler. The close frame
         # goes out from a task.
         if not self._closing:
-            self._spawn(self._close_transport(*self._begin_close(code, reason, inside=False)))
+            self._spawn(self._close_transport(*self._begin_close(code, reason)))
 
     def _spawn(self, coro: Awaitable[Any]) -> None:
         if self._tasks is None:
@@ -588,14 +586,20 @@ class Connection:
         connection closes with 1011, and close() stops one that hangs), then arm the
         stage timers and run the on_open hooks."""
         if setup is not None:
+            task = self._handling = asyncio.current_task()
             try:
-                with self._stoppable():
-                    result = setup(self)
-                    if inspect.isawaitable(result):
-                        await result
+                result = setup(self)
+                if inspect.isawaitable(result):
+                    await result
+            except asyncio.CancelledError:
+                if self._stopped_by_close(task):
+                    return
+                raise
             except Exception as exc:
                 self.fail(exc, where="setup")
                 return
+            finally:
+                self._handling = None
             if self._closing:
                 return
         self._opened = True
@@ -612,18 +616,19 @@ class Connection:
         handling = self._handling
         inside = handling is not None and handling is asyncio.current_task()
         if not self._closing:
-            await self._close_transport(*self._begin_close(code, reason, inside=inside))
+            await self._close_transport(*self._begin_close(code, reason))
         if not inside:
             await self.wait_closed()
 
-    def _begin_close(self, code: int, reason: str, *, inside: bool) -> tuple[int, str]:
+    def _begin_close(self, code: int, reason: str) -> tuple[int, str]:
         self._closing = True
         self._close_sent = (int(code), _truncate(reason))
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
         handling = self._handling
-        if handling is not None and not inside:
+        # Not when the handler itself is closing (it raised, or called close()).
+        if handling is not None and handling is not asyncio.current_task():
             self._cancelling = True
             handling.cancel()  # a handler stuck mid-stage must not hold the close
         return self._close_sent
