@@ -823,3 +823,28 @@ async def test_deferred_messages_go_to_the_next_stage_before_newer_ones(
         ("third", b"c"),
         ("third", b"d"),
     ]
+
+
+async def test_a_raising_handler_does_not_cancel_the_reader(start_server: StartServer) -> None:
+    # The close hooks run in the task that read the connection: it must end normally,
+    # not be cancelled by the failure it reported.
+    cancelling: list[int] = []
+
+    def setup(conn: socker.Connection) -> None:
+        @conn.stage()
+        async def boom(message: bytes) -> bool:
+            await asyncio.sleep(0)
+            raise ValueError("bad input")
+
+        @conn.on_close
+        def closed(conn: socker.Connection, code: int, reason: str) -> None:
+            task = asyncio.current_task()
+            cancelling.append(task.cancelling() if task is not None else -1)
+
+    server = await start_server(setup)
+    async with socker.connect(server.url) as client:
+        await client.send(b"x")
+        await asyncio.wait_for(client.wait_closed(), 5)
+        assert client.close_code == CloseCode.INTERNAL_ERROR
+    await eventually(lambda: cancelling, what="the close hook")
+    assert cancelling == [0]
