@@ -71,7 +71,7 @@ def names(conn: socker.Connection) -> list[str]:
 
 def dc_of(channel: Any) -> RTCDataChannel:
     """The aiortc channel under a socker Channel (private: to check the W3C options)."""
-    dc: RTCDataChannel = channel._dc
+    dc: RTCDataChannel = channel.dc
     return dc
 
 

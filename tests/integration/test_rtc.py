@@ -886,3 +886,42 @@ def test_strip_mdns_candidates_is_idempotent_and_leaves_plain_sdp_alone() -> Non
     lf_only = CHROME_ANSWER.replace("\r\n", "\n")
     assert strip_mdns_candidates(lf_only) == once.replace("\r\n", "\n")
     assert strip_mdns_candidates("") == ""
+
+
+@needs_interface
+async def test_frame_size_and_drop_mark_are_options_of_the_stages(serve: Any) -> None:
+    got: list[bytes] = []
+    sessions: list[RtcSession] = []
+
+    def server_setup(conn: socker.Connection) -> None:
+        @conn.stage()
+        async def hello(message: bytes) -> bool:
+            await conn.send(b"scene")
+            return True
+
+        rtc = server_stages(conn, max_frame=1024, max_buffered=4096)
+        sessions.append(rtc)
+        rtc.on_message()(got.append)
+        conn.add(lambda m: False, name="control")
+
+    server = await serve(server_setup)
+    async with socker.connect(server.url) as conn:
+
+        @conn.stage()
+        async def scene(message: bytes) -> bool:
+            await rtc.ready()
+            return True
+
+        rtc = client_stages(conn, max_frame=1024, max_buffered=4096)
+        conn.add(lambda m: False, name="control")
+        await conn.send(b"hello")
+        await eventually(lambda: rtc.opened == 1, what="client open")
+        channel = rtc.channel()
+        assert (channel.max_buffered, channel.dc.label) == (4096, "game")
+        for i in range(100):
+            assert channel.send(b"%03d" % i + bytes(97))  # 100 B each, in one iteration
+        await eventually(lambda: len(got) == 100, what="all 100 messages")
+        # 100 x 101 B (length prefix included) cannot fit in one 1 KiB frame.
+        assert channel.frames_sent >= 10
+        assert sessions[0].channel().max_buffered == 4096
+    assert [m[:3] for m in got] == [b"%03d" % i for i in range(100)]

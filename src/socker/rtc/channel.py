@@ -15,12 +15,15 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeAlias
 
 from ..background import Background
-from .batch import Batcher, pack, unpack
+from .batch import DEFAULT_MAX_SIZE, Batcher, pack, unpack
 from .envelope import ChannelSpec
 
-__all__ = ["Channel", "MessageHandler"]
+__all__ = ["DEFAULT_MAX_BUFFERED", "Channel", "MessageHandler"]
 
 logger = logging.getLogger("socker.rtc")
+
+DEFAULT_MAX_BUFFERED = 256 * 1024
+"""Bytes an unreliable channel lets wait in the WebRTC stack before it drops updates."""
 
 MessageHandler: TypeAlias = Callable[[bytes], "Awaitable[None] | None"]
 Hook: TypeAlias = Callable[["Channel"], "Awaitable[None] | None"]
@@ -35,8 +38,8 @@ class Channel:
         spec: ChannelSpec,
         *,
         batch: bool = True,
-        max_frame: int = 16 * 1024,
-        max_buffered: int = 256 * 1024,
+        max_frame: int = DEFAULT_MAX_SIZE,
+        max_buffered: int = DEFAULT_MAX_BUFFERED,
     ) -> None:
         self.spec = spec
         """The options the channel was created with."""
@@ -69,6 +72,11 @@ class Channel:
         dc.on("open", self._on_open)
         dc.on("close", self._on_close)
         dc.on("message", self._on_message)
+
+    @property
+    def dc(self) -> Any:
+        """The underlying aiortc ``RTCDataChannel`` (W3C options, ``readyState``, ...)."""
+        return self._dc
 
     @property
     def label(self) -> str:

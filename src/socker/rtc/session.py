@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING, Any, Literal, TypeAlias, TypeVar
 from ..background import Background
 from ..connection import Connection
 from ..errors import SignalingError
-from .channel import Channel, MessageHandler
+from .batch import DEFAULT_MAX_SIZE
+from .channel import DEFAULT_MAX_BUFFERED, Channel, MessageHandler
 from .envelope import (
     Answer,
     Bye,
@@ -86,6 +87,8 @@ class RtcSession:
         ice_servers: Sequence[IceServer] = (),
         timeout: float = 5.0,
         batch: bool = True,
+        max_frame: int = DEFAULT_MAX_SIZE,
+        max_buffered: int = DEFAULT_MAX_BUFFERED,
     ) -> None:
         self.conn = conn
         self.role: Role = role
@@ -93,6 +96,8 @@ class RtcSession:
         self.ice_servers = tuple(ice_servers)
         self.timeout = timeout
         self.batch = batch
+        self.max_frame = max_frame
+        self.max_buffered = max_buffered
         self.pc: RTCPeerConnection | None = None
         """The aiortc peer connection, once the handshake has made one."""
         self.channels: dict[str, Channel] = {}
@@ -341,7 +346,9 @@ class RtcSession:
             logger.warning("could not add a trickled candidate: %r", exc)
 
     def _attach(self, dc: Any, spec: ChannelSpec) -> None:
-        channel = Channel(dc, spec, batch=self.batch)
+        channel = Channel(
+            dc, spec, batch=self.batch, max_frame=self.max_frame, max_buffered=self.max_buffered
+        )
         handler = self._handlers.get(spec.label)
         if handler is not None:
             channel.on_message(handler)
@@ -407,6 +414,8 @@ def server_stages(
     ice_servers: Sequence[IceServer] = (),
     timeout: float = 5.0,
     batch: bool = True,
+    max_frame: int = DEFAULT_MAX_SIZE,
+    max_buffered: int = DEFAULT_MAX_BUFFERED,
 ) -> RtcSession:
     """Add the server's rtc stages (``rtc_ready``, ``rtc_answer``, ``rtc_open``) here.
 
@@ -416,9 +425,19 @@ def server_stages(
         ice_servers: STUN/TURN servers; default none (no public server is asked).
         timeout: seconds each rtc stage may take; expiry closes with 4408.
         batch: pack small messages sent in one loop iteration into one frame.
+        max_frame: largest batched frame, in bytes (16 KiB: safe for every browser).
+        max_buffered: an unreliable channel drops updates while more bytes than this
+            wait in the WebRTC stack (stale updates are worse than none).
     """
     return RtcSession(
-        conn, "server", channels=channels, ice_servers=ice_servers, timeout=timeout, batch=batch
+        conn,
+        "server",
+        channels=channels,
+        ice_servers=ice_servers,
+        timeout=timeout,
+        batch=batch,
+        max_frame=max_frame,
+        max_buffered=max_buffered,
     )
 
 
@@ -428,7 +447,18 @@ def client_stages(
     ice_servers: Sequence[IceServer] = (),
     timeout: float = 5.0,
     batch: bool = True,
+    max_frame: int = DEFAULT_MAX_SIZE,
+    max_buffered: int = DEFAULT_MAX_BUFFERED,
 ) -> RtcSession:
     """Add the client's rtc stages (``rtc_offer``, ``rtc_open``) here; the server's offer
-    says which channels to expect. Call ``await session.ready()`` from the stage before."""
-    return RtcSession(conn, "client", ice_servers=ice_servers, timeout=timeout, batch=batch)
+    says which channels to expect. Call ``await session.ready()`` from the stage before.
+    The options are those of :func:`server_stages`."""
+    return RtcSession(
+        conn,
+        "client",
+        ice_servers=ice_servers,
+        timeout=timeout,
+        batch=batch,
+        max_frame=max_frame,
+        max_buffered=max_buffered,
+    )
