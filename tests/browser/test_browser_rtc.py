@@ -31,6 +31,7 @@ from socker.rtc.envelope import (
     Ready,
     Renegotiate,
 )
+from socker.rtc.peer import close_peer
 from socker.rtc.session import DEFAULT_CHANNELS, RtcSession, server_stages
 
 from .conftest import HIDE_MDNS_FEATURE, TIMINGS, Tab, command_line, disable_features_flags
@@ -313,13 +314,15 @@ async def test_renegotiation(launch: Any, start_server: Any, open_page: Any) -> 
 async def test_page_hears_a_dead_peer_connection(
     launch: Any, start_server: Any, open_page: Any
 ) -> None:
-    """The server closes its peer connection (the WebSocket lives on): the page's
-    rtc.onClose fires, and the page can renegotiate from there."""
+    """The server's peer connection dies (the WebSocket lives on; no BYE, as when it
+    fails): the page's rtc.onClose fires, and the page can renegotiate from there."""
     app = FlowApp()
     server = await start_server(app.setup)
     tab = await open_page(await launch("mdns"), server)
     await start_flow(tab)
-    await app.sessions[0].close()
+    pc = app.sessions[0].pc
+    assert pc is not None
+    await close_peer(pc)
     await tab.wait_for("window.results.rtcClosed.length >= 1", what="rtc.onClose")
     await tab.eval("window.rtc.renegotiate()")
     await tab.wait_for(

@@ -381,8 +381,10 @@ async def test_server_renegotiates_after_the_client_closes_its_peer(serve: Any) 
     server = await serve(setup)
     async with rtc_client(server.url, labels=("game", "chat")) as cli:
         await eventually(lambda: srv.session.opened == 1, what="server open")
-        await cli.session.close()  # the peer connection only; the WebSocket stays
-        assert cli.session.pc is None and not cli.conn.closed
+        pc = cli.session.pc
+        assert pc is not None
+        await close_peer(pc)  # it dies (no BYE, as in a failure); the WebSocket stays
+        assert not cli.conn.closed
         await cli.wait_opened(2)
         await eventually(lambda: srv.session.opened == 2, what="server open again")
         assert len(srv.close_calls) >= 1
@@ -925,3 +927,19 @@ async def test_frame_size_and_drop_mark_are_options_of_the_stages(serve: Any) ->
         assert channel.frames_sent >= 10
         assert sessions[0].channel().max_buffered == 4096
     assert [m[:3] for m in got] == [b"%03d" % i for i in range(100)]
+
+
+@needs_interface
+async def test_close_says_bye_and_nobody_renegotiates(serve: Any) -> None:
+    lost: list[RtcSession] = []
+    setup, srv = rtc_app(on_close=lost.append)
+    server = await serve(setup)
+    async with rtc_client(server.url, on_close=lost.append) as cli:
+        await eventually(lambda: srv.session.opened == 1, what="server open")
+        await cli.session.close("done with WebRTC")
+        assert cli.session.pc is None
+        await eventually(lambda: srv.session.pc is None, what="the server closing its side")
+        await asyncio.sleep(0.2)  # a loss taken for a failure would run on_close by now
+        assert lost == []
+        assert not cli.conn.closed  # the WebSocket stays
+        assert srv.session.opened == 1

@@ -16,13 +16,14 @@ lives exactly as long as the WebSocket: closing one closes the other.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias, TypeVar
 
 from ..background import Background
 from ..connection import Connection
-from ..errors import SignalingError
+from ..errors import ConnectionClosedError, SignalingError
 from .batch import DEFAULT_MAX_SIZE
 from .channel import DEFAULT_MAX_BUFFERED, Channel, MessageHandler
 from .envelope import (
@@ -200,8 +201,15 @@ class RtcSession:
         self.conn.jump("rtc_offer")
         await self.conn.send(encode(Ready()))
 
-    async def close(self) -> None:
-        """Close the peer connection (the WebSocket stays open)."""
+    async def close(self, reason: str = "") -> None:
+        """Close the peer connection on purpose; the WebSocket stays open.
+
+        The peer is told with a BYE, so it closes its side too without taking the loss
+        for a failure (its ``on_close`` hooks do not run; nobody renegotiates).
+        """
+        if self.pc is not None and not self.conn.closed:
+            with contextlib.suppress(ConnectionClosedError):
+                await self.conn.send(encode(Bye(reason)))
         await self._close_peer()
 
     # -- stages: server --------------------------------------------------------------
@@ -313,8 +321,8 @@ class RtcSession:
         stage = self.conn.current
         if index < self._first:
             raise SignalingError(f"{type(message).__name__.upper()} before the rtc stages")
-        if isinstance(message, Bye):
-            self._background.spawn(self._close_peer())
+        if isinstance(message, Bye):  # the peer closed on purpose: no failure, no hooks
+            self._background.spawn(self._shut(*self._detach_peer()))
             return True
         if isinstance(message, Error):
             logger.warning("peer reported error %d: %s", message.code, message.reason)
@@ -386,10 +394,17 @@ class RtcSession:
             self._background.call("rtc session hook", hook, self)
 
     async def _close_peer(self) -> None:
+        await self._shut(*self._detach_peer())
+
+    def _detach_peer(self) -> tuple[RTCPeerConnection | None, dict[str, Channel]]:
+        # At once, so events the old peer still fires are not taken for a failure.
         pc, self.pc = self.pc, None
         self._lost_pc = None
         channels, self.channels = self.channels, {}
         self._all_open.clear()
+        return pc, channels
+
+    async def _shut(self, pc: RTCPeerConnection | None, channels: dict[str, Channel]) -> None:
         if pc is None:
             return
         self._closing_peer = True

@@ -317,8 +317,9 @@ export declare class RtcSession {
   channel(label?: string | null): Channel;
   /** Close the peer connection, jump to rtc_offer, send READY. */
   renegotiate(): Promise<void>;
-  /** Close the peer connection (the WebSocket stays open). */
-  close(): void;
+  /** Close the peer connection on purpose, telling the server with a BYE (the
+   *  WebSocket stays open; nobody renegotiates). */
+  close(reason?: string): void;
 }
 
 /** The client side of socker's rtc flow. */

@@ -1126,7 +1126,14 @@ export class RtcSession {
   }
 
   /** Close the peer connection (the WebSocket stays open). */
-  close() { this._closePeer(); }
+  /** Close the peer connection on purpose (the WebSocket stays open). The server is
+   *  told with a BYE, so it closes its side too without taking it for a failure. */
+  close(reason = "") {
+    if (this.pc && this.conn.state === "open") {
+      try { this.conn.send(encode({ type: "BYE", reason })); } catch (err) { /* closing */ }
+    }
+    this._closePeer();
+  }
 
   // -- stages --
 
