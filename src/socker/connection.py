@@ -246,7 +246,7 @@ class Connection:
         if handler is not None and self._intercept is not None:
             raise RuntimeError(f"connection {self.id} already has an intercept handler")
         self._intercept = handler
-        self._direct = handler is None and self.drive == "async"
+        self._direct = handler is None and self.drive == "async" and not self._closing
 
     def jump(self, name: str) -> None:
         """Move to stage ``name`` from outside a handler (e.g. when a channel dies)."""
@@ -313,6 +313,7 @@ class Connection:
             await self._transport.send(data)
         except ConnectionClosedError:
             self._closing = True  # the peer is gone; the reader reports how it ended
+            self._direct = False
             raise
 
     def write(self, data: bytes) -> None:
@@ -351,7 +352,7 @@ class Connection:
         passing the next message (an async handler is running, or the tick queue is
         full). Never raises: failures close the connection.
         """
-        if self._direct and type(message) is bytes and not self._closing:
+        if self._direct and type(message) is bytes:  # _direct is off once closing
             # The hot path, inlined: async drive, no intercept (see _dispatch).
             try:
                 result = self._feed(message)
@@ -622,6 +623,7 @@ class Connection:
 
     def _begin_close(self, code: int, reason: str) -> tuple[int, str]:
         self._closing = True
+        self._direct = False
         self._close_sent = (int(code), _truncate(reason))
         if self._timer is not None:
             self._timer.cancel()
@@ -653,6 +655,7 @@ class Connection:
         if self._ended is True:
             return
         self._closing = True
+        self._direct = False
         if self._close_sent is not None:
             code, reason = self._close_sent
         self.close_code = 1006 if code is None else code  # 1006: ended without a close frame
