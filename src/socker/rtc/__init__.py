@@ -26,7 +26,7 @@ from .envelope import (
     validate_channels,
 )
 from .peer import IceServer, strip_mdns_candidates
-from .session import DEFAULT_CHANNELS, RtcSession, client_stages, server_stages
+from .session import DEFAULT_CHANNELS, RtcOptions, RtcSession, client_stages, server_stages
 
 __all__ = [
     "DEFAULT_CHANNELS",
@@ -45,6 +45,7 @@ __all__ = [
     "Open",
     "Ready",
     "Renegotiate",
+    "RtcOptions",
     "RtcSession",
     "client_stages",
     "decode",

@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any, Literal, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias, TypedDict, TypeVar, Unpack
 
 from ..background import Background
 from ..connection import Connection
@@ -57,7 +57,7 @@ from .peer import (
 if TYPE_CHECKING:
     from aiortc import RTCIceCandidate, RTCPeerConnection
 
-__all__ = ["DEFAULT_CHANNELS", "RtcSession", "client_stages", "server_stages"]
+__all__ = ["DEFAULT_CHANNELS", "RtcOptions", "RtcSession", "client_stages", "server_stages"]
 
 logger = logging.getLogger("socker.rtc")
 
@@ -70,6 +70,24 @@ CLIENT_STAGES = ("rtc_offer", "rtc_open")
 Role: TypeAlias = Literal["server", "client"]
 SessionHook: TypeAlias = Callable[["RtcSession"], "Awaitable[None] | None"]
 M = TypeVar("M", bound=Message)
+
+
+class RtcOptions(TypedDict, total=False):
+    """Options of :func:`server_stages` and :func:`client_stages`.
+
+    * ``ice_servers``: STUN/TURN servers; default none (no public server is asked).
+    * ``timeout``: seconds each rtc stage may take (default 5); expiry closes with 4408.
+    * ``batch``: pack small messages sent in one loop iteration into one frame (on).
+    * ``max_frame``: largest batched frame, in bytes (16 KiB: safe for every browser).
+    * ``max_buffered``: an unreliable channel drops updates while more bytes than this
+      wait in the WebRTC stack (256 KiB; stale updates are worse than none).
+    """
+
+    ice_servers: Sequence[IceServer]
+    timeout: float
+    batch: bool
+    max_frame: int
+    max_buffered: int
 
 
 class RtcSession:
@@ -426,54 +444,16 @@ def server_stages(
     conn: Connection,
     *,
     channels: Sequence[ChannelSpec] = DEFAULT_CHANNELS,
-    ice_servers: Sequence[IceServer] = (),
-    timeout: float = 5.0,
-    batch: bool = True,
-    max_frame: int = DEFAULT_MAX_SIZE,
-    max_buffered: int = DEFAULT_MAX_BUFFERED,
+    **options: Unpack[RtcOptions],
 ) -> RtcSession:
-    """Add the server's rtc stages (``rtc_ready``, ``rtc_answer``, ``rtc_open``) here.
-
-    Args:
-        conn: the connection whose chain gets the stages, after those added so far.
-        channels: the channels to open (default: one unordered, unreliable ``"game"``).
-        ice_servers: STUN/TURN servers; default none (no public server is asked).
-        timeout: seconds each rtc stage may take; expiry closes with 4408.
-        batch: pack small messages sent in one loop iteration into one frame.
-        max_frame: largest batched frame, in bytes (16 KiB: safe for every browser).
-        max_buffered: an unreliable channel drops updates while more bytes than this
-            wait in the WebRTC stack (stale updates are worse than none).
-    """
-    return RtcSession(
-        conn,
-        "server",
-        channels=channels,
-        ice_servers=ice_servers,
-        timeout=timeout,
-        batch=batch,
-        max_frame=max_frame,
-        max_buffered=max_buffered,
-    )
+    """Add the server's rtc stages (``rtc_ready``, ``rtc_answer``, ``rtc_open``) here:
+    after the stages added so far. ``channels`` are the channels to open (default: one
+    unordered, unreliable ``"game"``); the other options are :class:`RtcOptions`."""
+    return RtcSession(conn, "server", channels=channels, **options)
 
 
-def client_stages(
-    conn: Connection,
-    *,
-    ice_servers: Sequence[IceServer] = (),
-    timeout: float = 5.0,
-    batch: bool = True,
-    max_frame: int = DEFAULT_MAX_SIZE,
-    max_buffered: int = DEFAULT_MAX_BUFFERED,
-) -> RtcSession:
+def client_stages(conn: Connection, **options: Unpack[RtcOptions]) -> RtcSession:
     """Add the client's rtc stages (``rtc_offer``, ``rtc_open``) here; the server's offer
     says which channels to expect. Call ``await session.ready()`` from the stage before.
-    The options are those of :func:`server_stages`."""
-    return RtcSession(
-        conn,
-        "client",
-        ice_servers=ice_servers,
-        timeout=timeout,
-        batch=batch,
-        max_frame=max_frame,
-        max_buffered=max_buffered,
-    )
+    The options are :class:`RtcOptions`."""
+    return RtcSession(conn, "client", **options)
