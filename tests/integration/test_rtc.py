@@ -3,7 +3,8 @@
 Every test runs a real socker server on 127.0.0.1 (port 0) and a real client: socker's
 own (``socker.connect`` + ``client_stages``) or a bare ``websockets`` client that speaks
 the signaling envelope by hand. ICE uses the host's non-loopback address (aioice never
-offers 127.0.0.1); without one these tests are skipped (see ``docs/rtc.md``).
+offers 127.0.0.1); without one these tests fail with a message that says so (see
+``docs/rtc.md``).
 """
 
 from __future__ import annotations
@@ -14,9 +15,6 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
-
-pytest.importorskip("aiortc", reason="the rtc extra is not installed")
-
 from aioice.ice import get_host_addresses
 from aiortc import RTCConfiguration, RTCPeerConnection
 
