@@ -19,7 +19,7 @@ system:
 	else echo "install Debian's 'chromium' package (browser tests need /usr/bin/chromium)"; exit 1; fi
 
 demo: $(STAMP)
-	$(PY) -m socker demo
+	$(PY) -m aiosocker demo
 
 lint: $(STAMP)
 	$(PY) -m ruff check src tests bench examples

@@ -39,7 +39,7 @@ GROUPS: tuple[Group, ...] = (
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m bench", description="socker's benchmarks against the raw transports."
+        prog="python -m bench", description="aiosocker's benchmarks against the raw transports."
     )
     parser.add_argument("--quick", action="store_true", help="fewer rounds, smaller runs")
     parser.add_argument(

@@ -14,7 +14,7 @@ from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from socker import Stages
+    from aiosocker import Stages
 
 from .runner import Config, Results, interleave, log
 
@@ -23,7 +23,7 @@ MESSAGE = b"x" * 64
 
 def _chain(handler: Callable[[bytes], Any], name: str, timeout: float | None = None) -> Stages:
     """A one-stage chain (socker imported late: a broken socker fails this group only)."""
-    from socker import Stages
+    from aiosocker import Stages
 
     stages = Stages()
     stages.add(handler, name=name, timeout=timeout)

@@ -5,12 +5,12 @@ connection: the client offers one unordered, unreliable channel (``ordered=False
 maxRetransmits=0``), the server (a ``python -m bench.server --kind raw-aiortc``
 subprocess) answers. No STUN/TURN (``RTCConfiguration(iceServers=[])``).
 
-socker's side is its own flow with its defaults: a ``socker.serve`` server (kind
+socker's side is its own flow with its defaults: a ``aiosocker.serve`` server (kind
 ``socker-rtc``) whose chain is ``server_stages(conn)`` then a final ``control`` stage, and
-a ``socker.connect`` client whose chain is ``client_stages(conn)`` then ``control``; the
+a ``aiosocker.connect`` client whose chain is ``client_stages(conn)`` then ``control``; the
 client sends READY once connected, the server offers socker's default channel (``game``:
 unordered, ``maxRetransmits=0``), the client answers, both confirm with OPEN. Browser:
-headless Chromium runs the same flow with ``/socker.js`` (``bench/rtc_page.html``).
+headless Chromium runs the same flow with ``/aiosocker.js`` (``bench/rtc_page.html``).
 
 ICE (:func:`ice_setup`): aioice is left alone by default, as users run it; it offers the
 machine's non-loopback addresses and the peers meet there. It leaves 127.0.0.1 out, so on
@@ -36,7 +36,7 @@ from .procs import ServerProcess
 from .runner import Config, Interleaved, Results, Unavailable, interleave, log
 
 if TYPE_CHECKING:
-    import socker
+    import aiosocker
 
     from .server import Life
 
@@ -49,7 +49,7 @@ DC_HIGH_WATER = 64 * 1024
 DC_LOW_WATER = 16 * 1024
 ICE_ENV = "BENCH_RTC_ICE"
 DC_TICK_S = 0.005
-"""socker's sender: one burst every 5 ms (a 200 Hz game loop)..."""
+"""aiosocker's sender: one burst every 5 ms (a 200 Hz game loop)..."""
 DC_BURST = 150
 """... of this many 100 B sends: 30,000 msg/s (3 MB/s) offered. On a quiet 2-core machine
 the receiving aiortc takes up to ~45,000 without loss; beyond, or when other work keeps it
@@ -324,13 +324,13 @@ class DcSample:
 # -- the socker side: server (runs in the bench.server subprocess) -----------------------
 
 STAGE_TIMEOUT = 5.0
-"""socker's default per-stage timeout, kept: the figures are what a user gets."""
+"""aiosocker's default per-stage timeout, kept: the figures are what a user gets."""
 
 
-def socker_rtc_setup(conn: socker.Connection) -> None:
+def socker_rtc_setup(conn: aiosocker.Connection) -> None:
     """The rtc stages first (the client sends READY as soon as it is connected), then
     ``control``: answers ``stats`` with what the channel delivered, as the raw server."""
-    from socker.rtc.session import server_stages
+    from aiosocker.rtc.session import server_stages
 
     stats = {"count": 0, "first_ns": 0, "last_ns": 0}
     session = server_stages(conn, timeout=STAGE_TIMEOUT)
@@ -351,16 +351,16 @@ def socker_rtc_setup(conn: socker.Connection) -> None:
 
 
 async def serve_socker_rtc(ready: Callable[[int], None], life: Life) -> None:
-    """Server kind ``socker-rtc``: ``socker.serve`` with :func:`socker_rtc_setup`; it also
+    """Server kind ``socker-rtc``: ``aiosocker.serve`` with :func:`socker_rtc_setup`; it also
     serves the browser page (:data:`BROWSER_PAGE`) at :data:`BROWSER_PATH`."""
     ice_setup()
     import aiortc  # noqa: F401  (imported up front, as the raw server does)
 
-    import socker
-    from socker import Route
+    import aiosocker
+    from aiosocker import Route
 
     routes = {BROWSER_PATH: Route.html(BROWSER_PAGE)}
-    async with socker.serve(socker_rtc_setup, "127.0.0.1", 0, routes=routes) as server:
+    async with aiosocker.serve(socker_rtc_setup, "127.0.0.1", 0, routes=routes) as server:
         ready(server.port)
         await life.wait()
 
@@ -388,21 +388,21 @@ class SockerPeer:
 
 
 async def socker_open(port: int) -> SockerPeer:
-    """``socker.connect`` -> READY -> offer/answer -> OPEN both ways; the time that took.
+    """``aiosocker.connect`` -> READY -> offer/answer -> OPEN both ways; the time that took.
 
     The clock starts before the WebSocket connect and stops in the session's ``on_open``
     hook (every channel open on both sides), as the raw client's starts before its
     connect and stops at its channel's ``open``.
     """
-    import socker
-    from socker.rtc.session import client_stages
+    import aiosocker
+    from aiosocker.rtc.session import client_stages
 
     loop = asyncio.get_running_loop()
     opened: asyncio.Future[float] = loop.create_future()
     replies: asyncio.Queue[bytes] = asyncio.Queue()
     holder: dict[str, Any] = {}
 
-    def setup(conn: socker.Connection) -> None:
+    def setup(conn: aiosocker.Connection) -> None:
         session = holder["session"] = client_stages(conn, timeout=STAGE_TIMEOUT)
 
         @session.on_open
@@ -416,7 +416,7 @@ async def socker_open(port: int) -> SockerPeer:
             return False
 
         @conn.on_close
-        def on_close(conn: socker.Connection, code: int, reason: str) -> None:
+        def on_close(conn: aiosocker.Connection, code: int, reason: str) -> None:
             if not opened.done():
                 opened.set_exception(ConnectionError(f"closed {code} {reason!r} before open"))
 
@@ -424,7 +424,7 @@ async def socker_open(port: int) -> SockerPeer:
     start = time.perf_counter()
     try:
         conn = await exit.enter_async_context(
-            socker.connect(f"ws://127.0.0.1:{port}/", setup=setup)
+            aiosocker.connect(f"ws://127.0.0.1:{port}/", setup=setup)
         )
         peer = SockerPeer(conn, holder["session"], replies, exit, 0.0)
         await peer.session.ready()
@@ -553,8 +553,8 @@ class BrowserSample:
 def browser_rtc_open_ms(server: ServerProcess, opens: int, timeout: float) -> BrowserSample:
     """``rtc_open_ms_browser``: headless Chromium (Playwright driving Debian's
     ``/usr/bin/chromium``; never ``playwright install``) loads :data:`BROWSER_PATH` from
-    the socker-rtc server ``opens + 1`` times; each load runs one flow with ``/socker.js``
-    and times it in the page (``performance.now()``, from before ``socker.connect`` to
+    the socker-rtc server ``opens + 1`` times; each load runs one flow with ``/aiosocker.js``
+    and times it in the page (``performance.now()``, from before ``aiosocker.connect`` to
     the session's ``onOpen``). The first load is the cold one, reported apart.
 
     Chromium keeps its default mDNS handling (its host candidates are ``xxxx.local``
@@ -874,7 +874,7 @@ def run_dc(cfg: Config, results: Results) -> None:
             "dc_batch_gain",
             [s.msgs_per_s for s in ours],
             [s.msgs_per_s for s in raw],
-            loss_pct={"socker": round(our_loss, 2), "raw": round(raw_loss, 2)},
+            loss_pct={"aiosocker": round(our_loss, 2), "raw": round(raw_loss, 2)},
             socker_offered_msgs_per_s=DC_BURST / DC_TICK_S,
             note=f"with {extra:.1f} points more loss than raw" if extra > 0.5 else None,
         )

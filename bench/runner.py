@@ -466,7 +466,9 @@ def meta(cfg: Config, took: Mapping[str, float]) -> dict[str, Any]:
         "loadavg_start": _LOAD_AT_START,
         "loadavg_end": _loadavg(),
         "commit": _git_commit(),
-        "versions": {dist: _version(dist) for dist in ("socker", "websockets", "picows", "aiortc")},
+        "versions": {
+            dist: _version(dist) for dist in ("aiosocker", "websockets", "picows", "aiortc")
+        },
     }
 
 
@@ -511,14 +513,14 @@ def write_json(cfg: Config, results: Results, took: Mapping[str, float]) -> dict
 
 
 def plot(doc: Mapping[str, Any], path: Path) -> str:
-    """A bar chart of the ratios against their goals (needs matplotlib: ``socker[plot]``)."""
+    """A bar chart of the ratios against their goals (needs matplotlib: ``aiosocker[plot]``)."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        return "plot skipped: matplotlib is not installed (pip install 'socker[plot]')"
+        return "plot skipped: matplotlib is not installed (pip install 'aiosocker[plot]')"
     ratios = [
         key for key in KEYS if key.unit == "x" and isinstance(doc.get(key.name), (int, float))
     ]

@@ -7,10 +7,10 @@ this kind cannot run yet, ``ERR <error>`` if it failed) and runs until its stdin
 Kinds (the same work on each side, so their costs compare):
 
 * ``raw-websockets``: ``websockets.asyncio.server.serve``, compression off.
-* ``socker``: ``socker.serve(setup, drive="async")`` with stage handlers.
-* ``socker-tick``: ``socker.serve(setup, drive="tick")`` and a 60 Hz loop of ``server.tick()``.
+* ``socker``: ``aiosocker.serve(setup, drive="async")`` with stage handlers.
+* ``socker-tick``: ``aiosocker.serve(setup, drive="tick")`` and a 60 Hz loop of ``server.tick()``.
 * ``raw-picows``: a ``picows`` listener.
-* ``socker-picows``: ``socker.serve(setup, drive="async", transport="picows")``.
+* ``socker-picows``: ``aiosocker.serve(setup, drive="async", transport="picows")``.
 * ``raw-aiortc`` / ``socker-rtc``: the WebRTC figures (see :mod:`bench.rtc`).
 
 Modes:
@@ -173,20 +173,20 @@ async def raw_picows(mode: str, ready: Ready, life: Life) -> None:
 
 
 # -- socker ----------------------------------------------------------------------------
-# PLUG POINT: these run once socker.serve exists (see the module docstring for the API).
+# PLUG POINT: these run once aiosocker.serve exists (see the module docstring for the API).
 
 
 def socker_serve(setup: Callable[[Any], None], *, drive: str, transport: str | None = None) -> Any:
-    """``socker.serve(setup, host, port=0, drive=...)``: the async context manager.
+    """``aiosocker.serve(setup, host, port=0, drive=...)``: the async context manager.
 
-    Raises :class:`Unavailable` while ``socker.serve`` (or the transport) does not exist.
+    Raises :class:`Unavailable` while ``aiosocker.serve`` (or the transport) does not exist.
     Compression is turned off where ``serve`` lets us (the bench clients never offer it).
     """
-    import socker
+    import aiosocker
 
-    serve = getattr(socker, "serve", None)
+    serve = getattr(aiosocker, "serve", None)
     if serve is None:
-        raise Unavailable("socker.serve does not exist yet")
+        raise Unavailable("aiosocker.serve does not exist yet")
     kwargs: dict[str, Any] = {"host": HOST, "port": 0, "drive": drive}
     try:
         params = inspect.signature(serve).parameters
@@ -197,13 +197,13 @@ def socker_serve(setup: Callable[[Any], None], *, drive: str, transport: str | N
         kwargs["compression"] = None
     if transport is not None:
         if params and "transport" not in params and not open_kwargs:
-            raise Unavailable(f"socker.serve has no transport= yet (wanted {transport!r})")
+            raise Unavailable(f"aiosocker.serve has no transport= yet (wanted {transport!r})")
         kwargs["transport"] = transport
     try:
         return serve(setup, **kwargs)
     except (ValueError, NotImplementedError) as exc:
         if transport is not None:
-            raise Unavailable(f"socker.serve(transport={transport!r}): {exc}") from exc
+            raise Unavailable(f"aiosocker.serve(transport={transport!r}): {exc}") from exc
         raise
 
 
@@ -262,7 +262,7 @@ async def _socker(
     except (ValueError, NotImplementedError, ImportError) as exc:
         if listening or transport is None:
             raise
-        raise Unavailable(f"socker.serve(transport={transport!r}): {exc}") from exc
+        raise Unavailable(f"aiosocker.serve(transport={transport!r}): {exc}") from exc
 
 
 async def _socker_run(server: Any, life: Life, drive: str) -> None:
@@ -313,7 +313,7 @@ async def socker_rtc(mode: str, ready: Ready, life: Life) -> None:
 
 KINDS: dict[str, tuple[Callable[[str, Ready, Life], Awaitable[None]], tuple[str, ...]]] = {
     "raw-websockets": (raw_websockets, ("stream", "echo", "idle")),
-    "socker": (socker_async, ("stream", "echo", "idle")),
+    "aiosocker": (socker_async, ("stream", "echo", "idle")),
     "socker-tick": (socker_tick, ("stream", "echo", "idle")),
     "raw-picows": (raw_picows, ("stream", "echo", "idle")),
     "socker-picows": (socker_picows, ("stream", "echo", "idle")),

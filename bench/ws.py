@@ -2,7 +2,7 @@
 
 Every server under test is a ``python -m bench.server`` subprocess (see
 :mod:`bench.server` for the kinds); the client is :mod:`bench.wsclient` in this process.
-A server kind that cannot run yet (``socker.serve`` missing) answers ``NA`` and its
+A server kind that cannot run yet (``aiosocker.serve`` missing) answers ``NA`` and its
 figures come out ``n/a``; the raw baselines are measured regardless.
 """
 
@@ -19,7 +19,7 @@ from .procs import ServerProcess, pinned, raise_nofile, settled_rss_kib, usable_
 from .runner import Config, Interleaved, Results, Unavailable, interleave, log
 
 RAW = "raw-websockets"
-SOCKER = "socker"
+SOCKER = "aiosocker"
 TICK = "socker-tick"
 RAW_FAST = "raw-picows"
 SOCKER_FAST = "socker-picows"

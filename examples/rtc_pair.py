@@ -5,8 +5,8 @@ Run: python examples/rtc_pair.py
 
 import asyncio
 
-import socker
-from socker.rtc import ChannelSpec, RtcSession, client_stages, server_stages
+import aiosocker
+from aiosocker.rtc import ChannelSpec, RtcSession, client_stages, server_stages
 
 CHANNELS = [
     ChannelSpec("game"),  # unordered, never retransmitted: UDP-like
@@ -14,7 +14,7 @@ CHANNELS = [
 ]
 
 
-async def server_setup(conn: socker.Connection) -> None:
+async def server_setup(conn: aiosocker.Connection) -> None:
     @conn.stage(timeout=10)
     async def hello(message: bytes) -> bool:
         await conn.send(b"scene: 2 players, 1 crate")
@@ -42,7 +42,7 @@ async def server_setup(conn: socker.Connection) -> None:
 
 async def client(url: str) -> None:
     replied = asyncio.Event()
-    async with socker.connect(url) as conn:
+    async with aiosocker.connect(url) as conn:
 
         @conn.stage()
         async def scene(message: bytes) -> bool:
@@ -83,7 +83,7 @@ async def client(url: str) -> None:
 
 
 async def main() -> None:
-    async with socker.serve(server_setup, port=0) as server:
+    async with aiosocker.serve(server_setup, port=0) as server:
         await client(server.url)
 
 

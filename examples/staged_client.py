@@ -10,14 +10,14 @@ from __future__ import annotations
 import asyncio
 import sys
 
-import socker
+import aiosocker
 
 
 async def main(url: str = "ws://127.0.0.1:8765/", updates: int = 3) -> list[bytes]:
     acks: list[bytes] = []
     done = asyncio.Event()
 
-    async with socker.connect(url) as conn:
+    async with aiosocker.connect(url) as conn:
 
         @conn.stage(timeout=10)
         async def scene(message: bytes) -> bool:

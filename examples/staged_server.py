@@ -13,13 +13,13 @@ import contextlib
 import signal
 import sys
 
-import socker
+import aiosocker
 
 # Buffered scene data every newcomer gets first: other players, networked objects, state.
 SCENE = b"scene:player-1,player-2,crate-7"
 
 
-async def setup(conn: socker.Connection) -> None:
+async def setup(conn: aiosocker.Connection) -> None:
     """Called once per new connection, like the Go example: build its chain."""
 
     @conn.stage()
@@ -31,7 +31,7 @@ async def setup(conn: socker.Connection) -> None:
     @conn.stage(timeout=10)
     async def handshake(message: bytes) -> bool:
         # Client sent the handshake for WebRTC: create the data channel, create an
-        # offer, send the offer to the client. (socker.rtc does this for real.)
+        # offer, send the offer to the client. (aiosocker.rtc does this for real.)
         if message != b"ready":
             return False  # stay until the client is ready
         await conn.send(b"offer:v=0 (an SDP offer)")
@@ -52,7 +52,7 @@ async def setup(conn: socker.Connection) -> None:
         return False  # the final stage stays
 
     @conn.on_close
-    def closed(conn: socker.Connection, code: int, reason: str) -> None:
+    def closed(conn: aiosocker.Connection, code: int, reason: str) -> None:
         print(f"{conn.id}: closed {code} {reason}".rstrip(), flush=True)
 
 
@@ -61,7 +61,7 @@ async def main(port: int = 8765, seconds: float | None = None) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    async with socker.serve(setup, host="127.0.0.1", port=port) as server:
+    async with aiosocker.serve(setup, host="127.0.0.1", port=port) as server:
         print(f"listening on {server.url}", flush=True)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), seconds)

@@ -17,7 +17,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-import socker
+import aiosocker
 
 FPS = 60
 
@@ -42,8 +42,8 @@ class World:
         return ";".join(f"{p.name}={p.x}" for p in self.players.values()).encode()
 
 
-def game_server(world: World) -> socker.Setup:
-    def setup(conn: socker.Connection) -> None:
+def game_server(world: World) -> aiosocker.Setup:
+    def setup(conn: aiosocker.Connection) -> None:
         @conn.stage(timeout=5)
         def join(message: bytes) -> bool:
             # b"join:<name>": the only message accepted before playing.
@@ -74,7 +74,7 @@ async def bot(url: str, name: str, stop: asyncio.Event) -> int:
         states += 1
         return False
 
-    async with socker.connect(url) as conn:
+    async with aiosocker.connect(url) as conn:
         conn.add(state, name="state")
         await conn.send(f"join:{name}".encode())
         while not stop.is_set():
@@ -85,7 +85,9 @@ async def bot(url: str, name: str, stop: asyncio.Event) -> int:
 
 async def main(seconds: float = 3.0, bots: int = 3) -> dict[str, float]:
     world = World()
-    async with socker.serve(game_server(world), host="127.0.0.1", port=0, drive="tick") as server:
+    async with aiosocker.serve(
+        game_server(world), host="127.0.0.1", port=0, drive="tick"
+    ) as server:
         stop = asyncio.Event()
         players = [asyncio.create_task(bot(server.url, f"bot{i}", stop)) for i in range(bots)]
         loop = asyncio.get_running_loop()

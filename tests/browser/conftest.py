@@ -37,8 +37,8 @@ import pytest_asyncio
 from aiortc import RTCPeerConnection
 from playwright import async_api as playwright_api
 
-import socker
-from socker import Route
+import aiosocker
+from aiosocker import Route
 
 CHROMIUM = os.environ.get("SOCKER_CHROMIUM", "/usr/bin/chromium")
 
@@ -185,14 +185,14 @@ async def launch(playwright: Any) -> Callable[[Mode], Awaitable[Any]]:
 
 
 @pytest_asyncio.fixture(loop_scope="module")
-async def start_server() -> AsyncIterator[Callable[..., Awaitable[socker.Server]]]:
+async def start_server() -> AsyncIterator[Callable[..., Awaitable[aiosocker.Server]]]:
     """``await start_server(setup, **options)``: a socker server on 127.0.0.1, port 0,
-    serving the test page at ``/page`` (and ``/socker.js``, built in)."""
-    servers: list[socker.Server] = []
+    serving the test page at ``/page`` (and ``/aiosocker.js``, built in)."""
+    servers: list[aiosocker.Server] = []
 
-    async def start(setup: socker.Setup, **options: Any) -> socker.Server:
+    async def start(setup: aiosocker.Setup, **options: Any) -> aiosocker.Server:
         routes = {PAGE_PATH: Route.html(PAGE), **options.pop("routes", {})}
-        server = socker.serve(setup, HOST, 0, routes=routes, **options)
+        server = aiosocker.serve(setup, HOST, 0, routes=routes, **options)
         await server.start()
         servers.append(server)
         return server
@@ -208,7 +208,7 @@ async def open_page() -> AsyncIterator[Callable[..., Awaitable[Tab]]]:
     """``await open_page(browser, server)``: the test page, loaded and ready."""
     contexts: list[Any] = []
 
-    async def open_page(browser: Any, server: socker.Server) -> Tab:
+    async def open_page(browser: Any, server: aiosocker.Server) -> Tab:
         context = await browser.new_context()
         contexts.append(context)
         page = await context.new_page()

@@ -1,6 +1,6 @@
-"""socker.js in a real headless Chromium against a real socker server (aiortc), on loopback.
+"""aiosocker.js in a real headless Chromium against a real socker server (aiortc), on loopback.
 
-The page (``pages/flow.html``) imports ``/socker.js`` from the server under test and runs
+The page (``pages/flow.html``) imports ``/aiosocker.js`` from the server under test and runs
 the game flow: app stage ``scene`` -> ``rtc.ready()`` -> rtc stages -> final stage
 ``control``; the tests drive it with ``page.evaluate`` and read ``window.results``.
 """
@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
-import socker
-from socker.rtc import batch, envelope
-from socker.rtc.envelope import (
+import aiosocker
+from aiosocker.rtc import batch, envelope
+from aiosocker.rtc.envelope import (
     Answer,
     Bye,
     Candidate,
@@ -31,8 +31,8 @@ from socker.rtc.envelope import (
     Ready,
     Renegotiate,
 )
-from socker.rtc.peer import close_peer
-from socker.rtc.session import DEFAULT_CHANNELS, RtcSession, server_stages
+from aiosocker.rtc.peer import close_peer
+from aiosocker.rtc.session import DEFAULT_CHANNELS, RtcSession, server_stages
 
 from .conftest import HIDE_MDNS_FEATURE, TIMINGS, Tab, command_line, disable_features_flags
 
@@ -60,13 +60,13 @@ class FlowApp:
     ) -> None:
         self.channels = tuple(channels)
         self.after_scene = tuple(after_scene)
-        self.conns: list[socker.Connection] = []
+        self.conns: list[aiosocker.Connection] = []
         self.sessions: list[RtcSession] = []
         self.got: dict[str, list[bytes]] = defaultdict(list)
         self.dropped = 0
         self.tasks: set[asyncio.Task[None]] = set()
 
-    async def setup(self, conn: socker.Connection) -> None:
+    async def setup(self, conn: aiosocker.Connection) -> None:
         self.conns.append(conn)
 
         @conn.stage(timeout=5)
@@ -98,7 +98,7 @@ class FlowApp:
             return False
 
         @conn.on_close
-        async def closed(conn: socker.Connection, code: int, reason: str) -> None:
+        async def closed(conn: aiosocker.Connection, code: int, reason: str) -> None:
             for task in list(self.tasks):
                 task.cancel()
 
@@ -342,8 +342,8 @@ async def test_text_frame_is_closed_with_1003(
     server = await start_server(app.setup)
     tab = await open_page(await launch("mdns"), server)
     await start_flow(tab)
-    with pytest.raises(Exception, match="socker is binary only"):
-        await tab.eval("window.conn.send('text')")  # socker.js refuses strings itself
+    with pytest.raises(Exception, match="aiosocker is binary only"):
+        await tab.eval("window.conn.send('text')")  # aiosocker.js refuses strings itself
     await tab.eval("window.conn.socket.send('text')")  # so go around it
     await tab.wait_for("window.results.closed !== null", what="the close")
     closed = await tab.eval("window.results.closed")
@@ -361,7 +361,7 @@ async def test_handler_error_closes_4011_and_bad_url_rejects(
     tab = await open_page(await launch("loopback"), server)
     # A failed handshake (404: not the WebSocket's path) rejects open().
     error = await tab.eval(
-        "T.socker.connect('/nope').then(() => 'opened', (err) => `${err.name}: ${err.message}`)"
+        "T.aiosocker.connect('/nope').then(() => 'opened', (err) => `${err.name}: ${err.message}`)"
     )
     assert re.fullmatch(r"SockerError: could not connect to ws://127\.0\.0\.1:\d+/nope .*", error)
     await start_flow(tab)
@@ -414,9 +414,9 @@ async def test_page_stage_timeout_closes_4408(
     launch: Any, start_server: Any, open_page: Any
 ) -> None:
     """A server that never offers: the page's rtc_offer stage times out."""
-    conns: list[socker.Connection] = []
+    conns: list[aiosocker.Connection] = []
 
-    async def setup(conn: socker.Connection) -> None:
+    async def setup(conn: aiosocker.Connection) -> None:
         conns.append(conn)
 
         @conn.stage()
@@ -491,7 +491,7 @@ async def test_malformed_signaling_mid_handshake_still_closes_4400(
     assert app.conns[0].close_code == 4400
 
 
-def replay_setup(conn: socker.Connection) -> None:
+def replay_setup(conn: aiosocker.Connection) -> None:
     """A server that sends back each comma-separated part of what it gets."""
 
     @conn.stage()
@@ -513,7 +513,7 @@ async def test_defer_in_the_page(launch: Any, start_server: Any, open_page: Any)
 
         // Deferred messages go to the next stage before newer ones; deferred again,
         // they wait for the stage after that.
-        const conn = window.conn = new T.socker.Connection("/");
+        const conn = window.conn = new T.aiosocker.Connection("/");
         conn.stage("waiting", (m) => {
             if (text(m) === "go") return true;
             conn.defer(m);  // not for this stage: the next one gets it
@@ -531,7 +531,7 @@ async def test_defer_in_the_page(launch: Any, start_server: Any, open_page: Any)
         conn.send(T.encoder.encode("a,b,c,go,d"));
 
         // jump() from outside a handler is a stage change too.
-        const other = window.other = new T.socker.Connection("/");
+        const other = window.other = new T.aiosocker.Connection("/");
         other.stage("hold", (m) => { other.defer(m); r.held++; return false; });
         other.stage("free", (m) => { r.jumped.push(text(m)); return false; });
         await other.open();
@@ -542,7 +542,7 @@ async def test_defer_in_the_page(launch: Any, start_server: Any, open_page: Any)
         other.send(T.encoder.encode("z"));
 
         // More than maxDeferred waiting is a handler error: 4011.
-        const full = new T.socker.Connection("/", {maxDeferred: 2});
+        const full = new T.aiosocker.Connection("/", {maxDeferred: 2});
         full.stage("hoard", (m) => { full.defer(m); return false; });
         full.onError((err) => r.errors.push(`${err.name}: ${err.message}`));
         await full.open();
@@ -550,8 +550,8 @@ async def test_defer_in_the_page(launch: Any, start_server: Any, open_page: Any)
         r.full = await full.waitClosed();
 
         r.refused = T.each([
-            () => new T.socker.Connection("/", {maxDeferred: 0}),
-            () => new T.socker.Connection("/", {maxDeferred: 1.5}),
+            () => new T.aiosocker.Connection("/", {maxDeferred: 0}),
+            () => new T.aiosocker.Connection("/", {maxDeferred: 1.5}),
             () => conn.defer("text"),
         ], (f) => { f(); return "accepted"; });
     }"""
@@ -619,7 +619,7 @@ def message_cases() -> list[Message]:
 
 
 def as_js(message: Message) -> dict[str, Any]:
-    """A Python message as socker.js represents it."""
+    """A Python message as aiosocker.js represents it."""
     match message:
         case Offer(sdp=sdp, channels=channels):
             return {
@@ -679,7 +679,7 @@ def mutations(frames: list[bytes], rng: random.Random, count: int) -> list[bytes
 def python_decode(frame: bytes) -> dict[str, Any] | None:
     try:
         return as_js(envelope.decode(frame))
-    except socker.SignalingError:
+    except aiosocker.SignalingError:
         return None
 
 
@@ -694,7 +694,7 @@ async def test_envelope_codec_matches_python(
 
     # Python encodes, JavaScript decodes.
     decoded = await tab.eval(
-        "(frames) => T.each(frames, (f) => T.socker.envelope.decode(T.unhex(f)))",
+        "(frames) => T.each(frames, (f) => T.aiosocker.envelope.decode(T.unhex(f)))",
         [f.hex() for f in frames],
     )
     for message, result in zip(cases, decoded, strict=True):
@@ -702,7 +702,7 @@ async def test_envelope_codec_matches_python(
 
     # JavaScript encodes, byte for byte as Python, and Python decodes it back.
     encoded = await tab.eval(
-        "(messages) => T.each(messages, (m) => T.hex(T.socker.envelope.encode(m)))",
+        "(messages) => T.each(messages, (m) => T.hex(T.aiosocker.envelope.encode(m)))",
         [as_js(m) for m in cases],
     )
     for message, frame, result in zip(cases, frames, encoded, strict=True):
@@ -710,7 +710,7 @@ async def test_envelope_codec_matches_python(
         assert envelope.decode(bytes.fromhex(result["ok"])) == message
     # Defaults fill in as ChannelSpec's do.
     short = await tab.eval(
-        "T.hex(T.socker.envelope.encode({type: 'OFFER', sdp: 'v=0', channels: [{label: 'state'},"
+        "T.hex(T.aiosocker.envelope.encode({type: 'OFFER', sdp: 'v=0', channels: [{label: 'state'},"
         " {label: 't', maxPacketLifeTime: 500, negotiated: true, id: 7}]}))"
     )
     expected = Offer(
@@ -723,7 +723,7 @@ async def test_envelope_codec_matches_python(
     # result, and rejects the rest with a SignalingError.
     fuzz = mutations(frames, random.Random(4), 1500)
     results = await tab.eval(
-        "(frames) => T.each(frames, (f) => T.socker.envelope.decode(T.unhex(f)))",
+        "(frames) => T.each(frames, (f) => T.aiosocker.envelope.decode(T.unhex(f)))",
         [f.hex() for f in fuzz],
     )
     accepted = 0
@@ -753,7 +753,7 @@ async def test_envelope_codec_matches_python(
             {type: "BYE", reason: "x".repeat(4097)},
             {type: "CANDIDATE", candidate: "c", sdpMLineIndex: -1},
             {type: "HELLO"},
-        ], (m) => T.socker.envelope.encode(m))"""
+        ], (m) => T.aiosocker.envelope.encode(m))"""
     )
     assert all("error" in r and r["error"] in ("TypeError", "RangeError") for r in refused), refused
 
@@ -785,7 +785,7 @@ async def test_batch_codec_matches_python(launch: Any, start_server: Any, open_p
 
     packed = await tab.eval(
         "(cases) => cases.map(([messages, max]) =>"
-        " T.socker.batch.pack(messages.map(T.unhex), max).map(T.hex))",
+        " T.aiosocker.batch.pack(messages.map(T.unhex), max).map(T.hex))",
         [[[m.hex() for m in messages], max_size] for messages, max_size in cases],
     )
     for (messages, max_size), frames in zip(cases, packed, strict=True):
@@ -794,7 +794,7 @@ async def test_batch_codec_matches_python(launch: Any, start_server: Any, open_p
         # JavaScript unpacks Python's frames.
     all_frames = [f for messages, max_size in cases for f in batch.pack(messages, max_size)]
     unpacked = await tab.eval(
-        "(frames) => T.each(frames, (f) => T.socker.batch.unpack(T.unhex(f)).map(T.hex))",
+        "(frames) => T.each(frames, (f) => T.aiosocker.batch.unpack(T.unhex(f)).map(T.hex))",
         [f.hex() for f in all_frames],
     )
     for frame, result in zip(all_frames, unpacked, strict=True):
@@ -825,7 +825,7 @@ async def test_batch_codec_matches_python(launch: Any, start_server: Any, open_p
             frame[rng.randrange(len(frame))] = rng.choice([0, 1, 0x7F, 0x80, 0xB0, 0xB1, 0xFF])
         odd.append(bytes(frame))
     verdicts = await tab.eval(
-        "(frames) => T.each(frames, (f) => T.socker.batch.unpack(T.unhex(f)).map(T.hex))",
+        "(frames) => T.each(frames, (f) => T.aiosocker.batch.unpack(T.unhex(f)).map(T.hex))",
         [f.hex() for f in odd],
     )
     for frame, result in zip(odd, verdicts, strict=True):
@@ -836,7 +836,7 @@ async def test_batch_codec_matches_python(launch: Any, start_server: Any, open_p
         else:
             assert result == {"ok": expected_messages}, frame.hex()
     refused = await tab.eval(
-        "() => T.each([0, 1 << 29, 1.5, '10'], (max) => T.socker.batch.pack([], max))"
+        "() => T.each([0, 1 << 29, 1.5, '10'], (max) => T.aiosocker.batch.pack([], max))"
     )
     assert [r.get("error") for r in refused] == [
         "RangeError",
@@ -847,8 +847,8 @@ async def test_batch_codec_matches_python(launch: Any, start_server: Any, open_p
 
 
 async def test_page_is_served_with_socker_js() -> None:
-    """The routes the tests rely on: /socker.js and /socker.d.ts from the package."""
-    routes = socker.routes.default_routes()
-    assert routes["/socker.js"].content_type.startswith("text/javascript")
-    assert b"export class Connection" in routes["/socker.js"].render()[1]
-    assert re.search(rb"export declare class Connection", routes["/socker.d.ts"].render()[1])
+    """The routes the tests rely on: /aiosocker.js and /aiosocker.d.ts from the package."""
+    routes = aiosocker.routes.default_routes()
+    assert routes["/aiosocker.js"].content_type.startswith("text/javascript")
+    assert b"export class Connection" in routes["/aiosocker.js"].render()[1]
+    assert re.search(rb"export declare class Connection", routes["/aiosocker.d.ts"].render()[1])

@@ -12,8 +12,8 @@ import pytest
 import websockets
 from websockets.asyncio.client import connect as ws_connect
 
-from socker import CloseCode
-from socker.demo.app import demo_server
+from aiosocker import CloseCode
+from aiosocker.demo.app import demo_server
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 

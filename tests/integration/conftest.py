@@ -1,6 +1,6 @@
 """Fixtures for tests with real servers and real clients on 127.0.0.1.
 
-``start_server(setup, **options)`` starts ``socker.serve(setup, port=0, ...)`` and stops
+``start_server(setup, **options)`` starts ``aiosocker.serve(setup, port=0, ...)`` and stops
 it at teardown; the teardown then checks that no task outlived the servers.
 ``Recorder`` collects what a connection's hooks were called with.
 
@@ -19,8 +19,8 @@ from typing import Any, Protocol
 
 import pytest
 
-import socker
-from socker.server import TransportName
+import aiosocker
+from aiosocker.server import TransportName
 
 HOST = "127.0.0.1"
 
@@ -48,8 +48,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 class StartServer(Protocol):
     async def __call__(
-        self, setup: socker.Setup, *, port: int = 0, **options: Any
-    ) -> socker.Server: ...
+        self, setup: aiosocker.Setup, *, port: int = 0, **options: Any
+    ) -> aiosocker.Server: ...
 
 
 async def eventually(
@@ -85,10 +85,10 @@ async def start_server(transport: TransportName) -> AsyncIterator[StartServer]:
     """Start real servers on 127.0.0.1 with the test's ``transport``; close them and
     check for leaked tasks after."""
     before = set(asyncio.all_tasks())
-    servers: list[socker.Server] = []
+    servers: list[aiosocker.Server] = []
 
-    async def start(setup: socker.Setup, *, port: int = 0, **options: Any) -> socker.Server:
-        server = socker.serve(setup, HOST, port, transport=transport, **options)
+    async def start(setup: aiosocker.Setup, *, port: int = 0, **options: Any) -> aiosocker.Server:
+        server = aiosocker.serve(setup, HOST, port, transport=transport, **options)
         await server.start()
         assert server.transport == transport
         servers.append(server)
@@ -106,18 +106,18 @@ async def start_server(transport: TransportName) -> AsyncIterator[StartServer]:
 class Recorder:
     """Records hook calls: use ``rec.on_open`` etc. as hooks."""
 
-    opened: list[socker.Connection] = field(default_factory=list)
-    closed: list[tuple[socker.Connection, int, str]] = field(default_factory=list)
-    errors: list[tuple[socker.Connection, BaseException]] = field(default_factory=list)
+    opened: list[aiosocker.Connection] = field(default_factory=list)
+    closed: list[tuple[aiosocker.Connection, int, str]] = field(default_factory=list)
+    errors: list[tuple[aiosocker.Connection, BaseException]] = field(default_factory=list)
 
-    def on_open(self, conn: socker.Connection) -> None:
+    def on_open(self, conn: aiosocker.Connection) -> None:
         self.opened.append(conn)
 
-    async def on_close(self, conn: socker.Connection, code: int, reason: str) -> None:
+    async def on_close(self, conn: aiosocker.Connection, code: int, reason: str) -> None:
         await asyncio.sleep(0)  # an async hook, to show it is awaited
         self.closed.append((conn, code, reason))
 
-    def on_error(self, conn: socker.Connection, exc: BaseException) -> None:
+    def on_error(self, conn: aiosocker.Connection, exc: BaseException) -> None:
         self.errors.append((conn, exc))
 
     def hooks(self) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 * :func:`rtc_app` builds a server ``setup``: app stages ``hello`` -> ``rtc_*`` ->
   ``control``, recording sessions, received messages and every peer connection made.
-* :func:`rtc_client` is the Python client side of the same flow (``socker.connect``).
+* :func:`rtc_client` is the Python client side of the same flow (``aiosocker.connect``).
 * :class:`RawClient` is a bare ``websockets`` client that speaks the signaling envelope
   by hand (with its own aiortc peer where needed), for bad input and vanishing clients.
 """
@@ -24,10 +24,10 @@ from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed
 
-import socker
-from socker.rtc import Answer, ChannelSpec, Offer, Open, Ready, decode, encode, is_signaling
-from socker.rtc.peer import close_peer
-from socker.rtc.session import DEFAULT_CHANNELS, RtcSession, client_stages, server_stages
+import aiosocker
+from aiosocker.rtc import Answer, ChannelSpec, Offer, Open, Ready, decode, encode, is_signaling
+from aiosocker.rtc.peer import close_peer
+from aiosocker.rtc.session import DEFAULT_CHANNELS, RtcSession, client_stages, server_stages
 
 HOST = "127.0.0.1"
 WAIT = 5.0  # bound on any single wait in these tests
@@ -64,7 +64,7 @@ def open_peer_connections() -> list[RTCPeerConnection]:
     ]
 
 
-def names(conn: socker.Connection) -> list[str]:
+def names(conn: aiosocker.Connection) -> list[str]:
     """The names of the stages ``conn`` entered, in order."""
     return [entry.stage for entry in conn.stages.history]
 
@@ -82,7 +82,7 @@ def dc_of(channel: Any) -> RTCDataChannel:
 class ServerSide:
     """What the server of :func:`rtc_app` saw."""
 
-    conns: list[socker.Connection] = field(default_factory=list)
+    conns: list[aiosocker.Connection] = field(default_factory=list)
     sessions: list[RtcSession] = field(default_factory=list)
     pcs: list[RTCPeerConnection] = field(default_factory=list)
     """Every peer connection a session had when it opened or when its WebSocket closed."""
@@ -108,16 +108,16 @@ def rtc_app(
     batch: bool = True,
     timeout: float = 5.0,
     on_close: Callable[[RtcSession], Any] | None = None,
-) -> tuple[socker.Setup, ServerSide]:
+) -> tuple[aiosocker.Setup, ServerSide]:
     """A server setup: ``hello`` (sends ``b"scene"``) -> rtc stages -> ``control``."""
     side = ServerSide()
 
-    def setup(conn: socker.Connection) -> None:
+    def setup(conn: aiosocker.Connection) -> None:
         side.conns.append(conn)
 
         # Registered before the session's own hook, so it sees the peer before it closes.
         @conn.on_close
-        def _capture(conn: socker.Connection, code: int, reason: str) -> None:
+        def _capture(conn: aiosocker.Connection, code: int, reason: str) -> None:
             side.track(session.pc)
 
         @conn.stage()
@@ -159,7 +159,7 @@ def rtc_app(
 class ClientSide:
     """The Python client of :func:`rtc_client`."""
 
-    conn: socker.Connection
+    conn: aiosocker.Connection
     session: RtcSession
     got: dict[str, list[bytes]] = field(default_factory=lambda: defaultdict(list))
     control: list[bytes] = field(default_factory=list)
@@ -182,7 +182,7 @@ async def rtc_client(
     on_close: Callable[[RtcSession], Any] | None = None,
 ) -> AsyncIterator[ClientSide]:
     """Connect with socker's client: ``scene`` (sends READY) -> rtc stages -> ``control``."""
-    async with socker.connect(url) as conn:
+    async with aiosocker.connect(url) as conn:
 
         @conn.stage()
         async def scene(message: bytes) -> bool:

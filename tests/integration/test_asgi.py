@@ -1,7 +1,7 @@
 """socker mounted in a Starlette app, served by a real uvicorn on 127.0.0.1.
 
 Each test starts uvicorn in-process on a free port (``uvicorn.Server.serve()`` as a
-task), talks to it with ``socker.connect`` and plain ``websockets`` clients, then shuts
+task), talks to it with ``aiosocker.connect`` and plain ``websockets`` clients, then shuts
 uvicorn down and checks that no task is left behind.
 """
 
@@ -25,8 +25,8 @@ from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-import socker
-from socker.asgi import Message, Receive, Scope, Send, SockerASGI
+import aiosocker
+from aiosocker.asgi import Message, Receive, Scope, Send, SockerASGI
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -135,25 +135,25 @@ class Recorder:
     """Server-wide hooks that remember what they saw."""
 
     def __init__(self) -> None:
-        self.opened: list[socker.Connection] = []
+        self.opened: list[aiosocker.Connection] = []
         self.closed: dict[str, tuple[int, str]] = {}
         self.errors: dict[str, BaseException] = {}
 
-    def on_open(self, conn: socker.Connection) -> None:
+    def on_open(self, conn: aiosocker.Connection) -> None:
         self.opened.append(conn)
 
-    async def on_close(self, conn: socker.Connection, code: int, reason: str) -> None:
+    async def on_close(self, conn: aiosocker.Connection, code: int, reason: str) -> None:
         await asyncio.sleep(0)  # async hooks are awaited too
         self.closed[conn.id] = (code, reason)
 
-    def on_error(self, conn: socker.Connection, exc: BaseException) -> None:
+    def on_error(self, conn: aiosocker.Connection, exc: BaseException) -> None:
         self.errors[conn.id] = exc
 
     def hooks(self) -> dict[str, Any]:
         return {"on_open": self.on_open, "on_close": self.on_close, "on_error": self.on_error}
 
 
-def game_setup(conn: socker.Connection) -> None:
+def game_setup(conn: aiosocker.Connection) -> None:
     """The Go README's chain: hello -> scene -> handshake -> playing (stays)."""
 
     @conn.stage()
@@ -199,13 +199,13 @@ async def test_full_staged_exchange_and_hooks(ws_impl: str) -> None:
     sock = SockerASGI(
         game_setup,
         authenticate=lambda request: "alice",
-        routes={"/info": socker.Route("text/plain", b"socker here")},
+        routes={"/info": aiosocker.Route("text/plain", b"socker here")},
         **rec.hooks(),
     )
     async with running(starlette_app(sock), sock=sock, ws=ws_impl) as srv:
         inbox: asyncio.Queue[bytes] = asyncio.Queue()
 
-        def client_setup(conn: socker.Connection) -> None:
+        def client_setup(conn: aiosocker.Connection) -> None:
             @conn.stage()
             async def scene(message: bytes) -> bool:
                 assert message == b"scene"
@@ -217,7 +217,7 @@ async def test_full_staged_exchange_and_hooks(ws_impl: str) -> None:
                 inbox.put_nowait(message)
                 return False
 
-        async with socker.connect(srv.ws("/ws/?room=1"), client_setup) as client:
+        async with aiosocker.connect(srv.ws("/ws/?room=1"), client_setup) as client:
             await client.send(b"hello")
             assert await asyncio.wait_for(inbox.get(), WAIT) == b"start"
             await client.send(b"move")
@@ -277,7 +277,7 @@ async def test_text_frame_closes_1003() -> None:
         async with ws_connect(srv.ws()) as ws:
             await ws.send("hello as text")
             code, reason = await closed_with(ws)
-        assert code == socker.CloseCode.UNSUPPORTED_DATA
+        assert code == aiosocker.CloseCode.UNSUPPORTED_DATA
         assert "text" in reason
         await eventually(lambda: len(rec.closed) == 1)
         assert list(rec.closed.values()) == [(1003, reason)]
@@ -298,7 +298,7 @@ async def test_oversize_message_closes_1009_while_others_go_on() -> None:
         async with ws_connect(srv.ws()) as big, ws_connect(srv.ws()) as small:
             await big.send(b"x" * 1025)
             code, reason = await closed_with(big)
-            assert code == socker.CloseCode.MESSAGE_TOO_BIG
+            assert code == aiosocker.CloseCode.MESSAGE_TOO_BIG
             assert "max_size" in reason
             await small.send(b"hello")  # exactly at the limit is fine, too
             assert await small.recv() == b"scene"
@@ -334,7 +334,7 @@ async def test_raising_handler_closes_1011_second_client_unaffected() -> None:
                 assert await ws.recv() == b"start"
             await bad.send(b"boom")
             code, reason = await closed_with(bad)
-            assert code == socker.CloseCode.INTERNAL_ERROR
+            assert code == aiosocker.CloseCode.INTERNAL_ERROR
             assert "playing" in reason and "ValueError" in reason
             await good.send(b"still here")
             assert await good.recv() == b"echo:still here"
@@ -345,7 +345,7 @@ async def test_raising_handler_closes_1011_second_client_unaffected() -> None:
 
 
 async def test_setup_raising_closes_1011() -> None:
-    def setup(conn: socker.Connection) -> None:
+    def setup(conn: aiosocker.Connection) -> None:
         raise RuntimeError("no chain for you")
 
     sock = SockerASGI(setup)
@@ -356,7 +356,7 @@ async def test_setup_raising_closes_1011() -> None:
 
 
 async def test_stage_timeout_closes_4408() -> None:
-    def setup(conn: socker.Connection) -> None:
+    def setup(conn: aiosocker.Connection) -> None:
         @conn.stage(timeout=0.2)
         def hello(message: bytes) -> bool:
             return True
@@ -369,10 +369,10 @@ async def test_stage_timeout_closes_4408() -> None:
     sock = SockerASGI(setup, **rec.hooks())
     async with running(starlette_app(sock), sock=sock) as srv, ws_connect(srv.ws()) as ws:
         code, reason = await closed_with(ws)
-        assert code == socker.CloseCode.STAGE_TIMEOUT
+        assert code == aiosocker.CloseCode.STAGE_TIMEOUT
         assert "hello" in reason
         await eventually(lambda: len(rec.closed) == 1)
-        assert isinstance(next(iter(rec.errors.values())), socker.StageTimeoutError)
+        assert isinstance(next(iter(rec.errors.values())), aiosocker.StageTimeoutError)
 
 
 async def test_client_vanishing_without_close_frame_runs_hooks() -> None:
@@ -393,16 +393,16 @@ async def test_client_vanishing_without_close_frame_runs_hooks() -> None:
 
 
 async def test_origin_rejected_403_before_any_stage() -> None:
-    setups: list[socker.Connection] = []
+    setups: list[aiosocker.Connection] = []
     sock = SockerASGI(setups.append)
     async with running(starlette_app(sock), sock=sock) as srv:
-        with pytest.raises(socker.HandshakeRejected) as refused:
-            async with socker.connect(srv.ws(), origin="http://evil.example"):
+        with pytest.raises(aiosocker.HandshakeRejected) as refused:
+            async with aiosocker.connect(srv.ws(), origin="http://evil.example"):
                 pass
         assert refused.value.status == 403
         assert "origin" in refused.value.reason
         # Same host: a browser on the page that uvicorn serves is let in.
-        async with socker.connect(srv.ws(), origin=f"http://127.0.0.1:{srv.port}"):
+        async with aiosocker.connect(srv.ws(), origin=f"http://127.0.0.1:{srv.port}"):
             pass
         assert len(setups) == 1
 
@@ -410,10 +410,10 @@ async def test_origin_rejected_403_before_any_stage() -> None:
 async def test_origin_allow_list() -> None:
     sock = SockerASGI(game_setup, origins=["https://game.example"])
     async with running(starlette_app(sock), sock=sock) as srv:
-        async with socker.connect(srv.ws(), origin="https://game.example"):
+        async with aiosocker.connect(srv.ws(), origin="https://game.example"):
             pass
-        with pytest.raises(socker.HandshakeRejected) as refused:
-            async with socker.connect(srv.ws(), origin=f"http://127.0.0.1:{srv.port}"):
+        with pytest.raises(aiosocker.HandshakeRejected) as refused:
+            async with aiosocker.connect(srv.ws(), origin=f"http://127.0.0.1:{srv.port}"):
                 pass
         assert refused.value.status == 403
 
@@ -421,52 +421,52 @@ async def test_origin_allow_list() -> None:
 async def test_max_connections_503() -> None:
     sock = SockerASGI(game_setup, max_connections=1)
     async with running(starlette_app(sock), sock=sock) as srv:
-        async with socker.connect(srv.ws()):
-            with pytest.raises(socker.HandshakeRejected) as refused:
-                async with socker.connect(srv.ws()):
+        async with aiosocker.connect(srv.ws()):
+            with pytest.raises(aiosocker.HandshakeRejected) as refused:
+                async with aiosocker.connect(srv.ws()):
                     pass
             assert refused.value.status == 503
         await eventually(lambda: not sock.server.connections)
-        async with socker.connect(srv.ws()):  # room again
+        async with aiosocker.connect(srv.ws()):  # room again
             pass
 
 
 async def test_authenticate_refuses_or_attaches_user() -> None:
-    def authenticate(request: socker.Request) -> Any:
+    def authenticate(request: aiosocker.Request) -> Any:
         token = request.headers.get("Authorization")
         if token is None:
-            raise socker.HandshakeRejected(401, "token required")
+            raise aiosocker.HandshakeRejected(401, "token required")
         return False if token == "Bearer bad" else token.removeprefix("Bearer ")
 
     users: list[Any] = []
     sock = SockerASGI(lambda conn: users.append(conn.user), authenticate=authenticate)
     async with running(starlette_app(sock), sock=sock) as srv:
-        with pytest.raises(socker.HandshakeRejected) as refused:
-            async with socker.connect(srv.ws()):
+        with pytest.raises(aiosocker.HandshakeRejected) as refused:
+            async with aiosocker.connect(srv.ws()):
                 pass
         assert (refused.value.status, refused.value.reason) == (401, "token required")
-        with pytest.raises(socker.HandshakeRejected) as refused:
-            async with socker.connect(srv.ws(), headers={"Authorization": "Bearer bad"}):
+        with pytest.raises(aiosocker.HandshakeRejected) as refused:
+            async with aiosocker.connect(srv.ws(), headers={"Authorization": "Bearer bad"}):
                 pass
         assert refused.value.status == 403
-        async with socker.connect(srv.ws(), headers={"Authorization": "Bearer bob"}):
+        async with aiosocker.connect(srv.ws(), headers={"Authorization": "Bearer bob"}):
             pass
         assert users == ["bob"]
 
 
 async def test_authenticate_crashing_is_500_and_server_goes_on() -> None:
-    def authenticate(request: socker.Request) -> Any:
+    def authenticate(request: aiosocker.Request) -> Any:
         if request.query == "crash":
             raise KeyError("oops")
         return None
 
     sock = SockerASGI(game_setup, authenticate=authenticate)
     async with running(starlette_app(sock), sock=sock) as srv:
-        with pytest.raises(socker.HandshakeRejected) as refused:
-            async with socker.connect(srv.ws("/ws/?crash")):
+        with pytest.raises(aiosocker.HandshakeRejected) as refused:
+            async with aiosocker.connect(srv.ws("/ws/?crash")):
                 pass
         assert refused.value.status == 500
-        async with socker.connect(srv.ws()):
+        async with aiosocker.connect(srv.ws()):
             pass
 
 
@@ -498,7 +498,7 @@ async def test_without_http_response_extension_refusals_are_403() -> None:
 async def test_tick_drive() -> None:
     seen: list[bytes] = []
 
-    def setup(conn: socker.Connection) -> None:
+    def setup(conn: aiosocker.Connection) -> None:
         @conn.stage()
         def collect(message: bytes) -> bool:
             seen.append(message)
@@ -519,13 +519,13 @@ async def test_graceful_shutdown_closes_clients_1001() -> None:
     sock = SockerASGI(game_setup, **rec.hooks())
     async with (
         running(starlette_app(sock), sock=sock) as srv,
-        socker.connect(srv.ws()) as one,
+        aiosocker.connect(srv.ws()) as one,
         ws_connect(srv.ws()) as two,
     ):
         await eventually(lambda: len(sock.server.connections) == 2)
         srv.server.should_exit = True  # what SIGTERM does
         await asyncio.wait_for(one.wait_closed(), WAIT)
-        assert one.close_code == socker.CloseCode.GOING_AWAY
+        assert one.close_code == aiosocker.CloseCode.GOING_AWAY
         code, reason = await closed_with(two)
         assert (code, reason) == (1001, "server shutting down")
         # The hooks heard 1001, not uvicorn's own 1012: they ran before it closed its
@@ -561,6 +561,6 @@ async def test_lifespan_of_top_level_app_closes_connections() -> None:
 
     await sock({"type": "lifespan", "asgi": {"version": "3.0"}}, events.get, send)
     assert sent == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
-    with pytest.raises(socker.HandshakeRejected) as refused:
-        await sock.server.admit(object(), socker.Request("/"))
+    with pytest.raises(aiosocker.HandshakeRejected) as refused:
+        await sock.server.admit(object(), aiosocker.Request("/"))
     assert refused.value.status == 503

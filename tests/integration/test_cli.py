@@ -1,4 +1,4 @@
-"""`socker demo` / `python -m socker demo` as a user runs it: a real process."""
+"""`aiosocker demo` / `python -m aiosocker demo` as a user runs it: a real process."""
 
 from __future__ import annotations
 
@@ -12,12 +12,12 @@ import pytest
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed
 
-from socker import CloseCode
+from aiosocker import CloseCode
 
 
 async def start_demo(*args: str) -> tuple[asyncio.subprocess.Process, str]:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "socker", "demo", "--port", "0", *args,
+        sys.executable, "-m", "aiosocker", "demo", "--port", "0", *args,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
     )  # fmt: skip
@@ -37,7 +37,7 @@ async def test_demo_serves_the_page_and_ctrl_c_closes_clients_with_1001() -> Non
         page = await asyncio.wait_for(reader.read(), 5)
         writer.close()
         assert page.startswith(b"HTTP/1.1 200")
-        assert b'import * as socker from "/socker.js"' in page
+        assert b'import * as aiosocker from "/aiosocker.js"' in page
         async with ws_connect(url.replace("http", "ws") + "ws") as ws:
             proc.send_signal(signal.SIGINT)
             with pytest.raises(ConnectionClosed):
@@ -56,7 +56,7 @@ async def test_demo_serves_the_page_and_ctrl_c_closes_clients_with_1001() -> Non
 def test_cli_rejects_bad_arguments() -> None:
     for args in (["demo", "--bots", "-1"], ["nothing"], []):
         done = subprocess.run(
-            [sys.executable, "-m", "socker", *args], capture_output=True, text=True, timeout=30
+            [sys.executable, "-m", "aiosocker", *args], capture_output=True, text=True, timeout=30
         )
         assert done.returncode == 2
-        assert "usage: socker" in done.stderr
+        assert "usage: aiosocker" in done.stderr

@@ -8,14 +8,14 @@ import logging
 
 import pytest
 
-import socker
+import aiosocker
 
 from .conftest import Recorder, StartServer, collector, eventually
 
-FAST = socker.Backoff(initial=0.05, maximum=0.2)
+FAST = aiosocker.Backoff(initial=0.05, maximum=0.2)
 
 
-def welcome(conn: socker.Connection) -> None:
+def welcome(conn: aiosocker.Connection) -> None:
     conn.on_open(lambda conn: conn.write(b"welcome"))
     conn.add(lambda message: False, name="lobby")
 
@@ -27,9 +27,9 @@ async def test_reconnect_after_a_server_restart(
     port = server.port
     seen: list[tuple[int, bytes]] = []
     attempts = 0
-    restarted: list[socker.Server] = []
+    restarted: list[aiosocker.Server] = []
 
-    def setup(conn: socker.Connection) -> None:
+    def setup(conn: aiosocker.Connection) -> None:
         nonlocal attempts
         attempts += 1
         number = attempts
@@ -40,16 +40,16 @@ async def test_reconnect_after_a_server_restart(
         restarted.append(await start_server(welcome, port=port))
 
     restart: asyncio.Task[None] | None = None
-    with caplog.at_level(logging.INFO, logger="socker"):
+    with caplog.at_level(logging.INFO, logger="aiosocker"):
         async with asyncio.timeout(5):
-            reconnecting = socker.connect(server.url, setup, backoff=FAST)
+            reconnecting = aiosocker.connect(server.url, setup, backoff=FAST)
             async with contextlib.aclosing(aiter(reconnecting)) as connections:
                 async for conn in connections:
                     await eventually(lambda: (attempts, b"welcome") in seen, what="welcome")
                     if attempts == 1:
                         await server.close()  # the connection ends with 1001 ...
                         await asyncio.wait_for(conn.wait_closed(), 2)
-                        assert conn.close_code == socker.CloseCode.GOING_AWAY
+                        assert conn.close_code == aiosocker.CloseCode.GOING_AWAY
                         restart = asyncio.create_task(restart_later())
                         continue  # ... and the loop connects again
                     assert not conn.closed
@@ -64,9 +64,11 @@ async def test_reconnect_after_a_server_restart(
 
 async def test_reconnecting_raises_when_refused_for_good(start_server: StartServer) -> None:
     server = await start_server(welcome)
-    with pytest.raises(socker.HandshakeRejected) as caught:
+    with pytest.raises(aiosocker.HandshakeRejected) as caught:
         async with asyncio.timeout(2):
-            reconnecting = socker.connect(server.url, origin="https://evil.example", backoff=FAST)
+            reconnecting = aiosocker.connect(
+                server.url, origin="https://evil.example", backoff=FAST
+            )
             async for _ in reconnecting:
                 pytest.fail("should not connect")
     assert caught.value.status == 403
@@ -75,7 +77,7 @@ async def test_reconnecting_raises_when_refused_for_good(start_server: StartServ
 async def test_reconnecting_waits_out_a_full_server(start_server: StartServer) -> None:
     server = await start_server(welcome, max_connections=1)
     async with asyncio.timeout(5):
-        first = socker.connect(server.url)
+        first = aiosocker.connect(server.url)
         holder = await first.__aenter__()
 
         async def leave_later() -> None:
@@ -83,7 +85,7 @@ async def test_reconnecting_waits_out_a_full_server(start_server: StartServer) -
             await first.__aexit__(None, None, None)
 
         leaving = asyncio.create_task(leave_later())
-        async with contextlib.aclosing(aiter(socker.connect(server.url, backoff=FAST))) as it:
+        async with contextlib.aclosing(aiter(aiosocker.connect(server.url, backoff=FAST))) as it:
             async for conn in it:
                 assert holder.closed  # got in only once the first one left
                 assert not conn.closed
@@ -93,7 +95,7 @@ async def test_reconnecting_waits_out_a_full_server(start_server: StartServer) -
 
 async def test_connecting_to_a_closed_port_raises_oserror() -> None:
     with pytest.raises(OSError):
-        async with socker.connect("ws://127.0.0.1:1/", open_timeout=1):
+        async with aiosocker.connect("ws://127.0.0.1:1/", open_timeout=1):
             pass
 
 
@@ -101,7 +103,7 @@ async def test_client_side_failures_close_with_the_same_codes(
     start_server: StartServer, recorder: Recorder
 ) -> None:
     server = await start_server(welcome, **recorder.hooks())
-    async with socker.connect(server.url) as client:
+    async with aiosocker.connect(server.url) as client:
 
         @client.stage()
         def scene(message: bytes) -> bool:
@@ -116,7 +118,7 @@ async def test_client_side_failures_close_with_the_same_codes(
 
 async def test_client_stage_timeout(start_server: StartServer) -> None:
     server = await start_server(lambda conn: conn.add(collector([]), name="quiet"))
-    async with socker.connect(server.url) as client:
+    async with aiosocker.connect(server.url) as client:
         client.add(lambda message: True, name="scene", timeout=0.1)
         await asyncio.wait_for(client.wait_closed(), 2)
     assert client.close_code == 4408
@@ -128,11 +130,11 @@ async def test_client_setup_failure_closes_and_raises(
 ) -> None:
     server = await start_server(welcome, **recorder.hooks())
 
-    def setup(conn: socker.Connection) -> None:
+    def setup(conn: aiosocker.Connection) -> None:
         raise RuntimeError("broken client setup")
 
     with pytest.raises(RuntimeError, match="broken client setup"):
-        async with socker.connect(server.url, setup):
+        async with aiosocker.connect(server.url, setup):
             pass
     await recorder.wait_closed()
     assert recorder.codes() == [(1011, "client setup failed")]
@@ -141,7 +143,7 @@ async def test_client_setup_failure_closes_and_raises(
 async def test_client_tick_mode(start_server: StartServer) -> None:
     server = await start_server(welcome)
     got: list[bytes] = []
-    async with socker.connect(server.url, drive="tick") as client:
+    async with aiosocker.connect(server.url, drive="tick") as client:
         client.add(collector(got), name="updates")
         await eventually(lambda: client.pending == 1, what="the welcome to wait")
         assert got == []
@@ -151,9 +153,9 @@ async def test_client_tick_mode(start_server: StartServer) -> None:
 
 async def test_one_connect_object_opens_one_connection(start_server: StartServer) -> None:
     server = await start_server(welcome)
-    connecting = socker.connect(server.url)
+    connecting = aiosocker.connect(server.url)
     async with connecting:
         with pytest.raises(RuntimeError, match="already in use"):
             await connecting.__aenter__()
     with pytest.raises(ValueError, match="ws://"):
-        socker.connect("http://127.0.0.1/")
+        aiosocker.connect("http://127.0.0.1/")

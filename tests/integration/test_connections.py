@@ -17,8 +17,8 @@ import pytest
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed
 
-import socker
-from socker import CloseCode
+import aiosocker
+from aiosocker import CloseCode
 
 from .conftest import HOST, Recorder, StartServer, collector, eventually
 
@@ -27,7 +27,7 @@ from .conftest import HOST, Recorder, StartServer, collector, eventually
 SCENE = b"scene:player-1,player-2,crate-7"
 
 
-async def go_readme_server(conn: socker.Connection) -> None:
+async def go_readme_server(conn: aiosocker.Connection) -> None:
     """The Go README's Server.go, one stage per handler."""
     conn.state["data"] = []
 
@@ -67,7 +67,7 @@ async def test_full_staged_exchange_of_the_go_readme(
     assert server.url == f"ws://{HOST}:{server.port}/"
     acks: list[bytes] = []
 
-    async with socker.connect(server.url) as client:
+    async with aiosocker.connect(server.url) as client:
         # The Go README's Client.go.
         @client.stage()
         async def scene(message: bytes) -> bool:
@@ -115,7 +115,7 @@ async def test_full_staged_exchange_of_the_go_readme(
 async def test_text_frame_closes_with_1003(start_server: StartServer, recorder: Recorder) -> None:
     handled: list[bytes] = []
 
-    def setup(conn: socker.Connection) -> None:
+    def setup(conn: aiosocker.Connection) -> None:
         conn.add(collector(handled), name="only")
 
     server = await start_server(setup, **recorder.hooks())
@@ -136,11 +136,11 @@ async def test_text_ignore_keeps_the_connection_and_logs(
 ) -> None:
     handled: list[bytes] = []
 
-    def setup(conn: socker.Connection) -> None:
+    def setup(conn: aiosocker.Connection) -> None:
         conn.add(collector(handled), name="only")
 
     server = await start_server(setup, text="ignore")
-    with caplog.at_level(logging.INFO, logger="socker"):
+    with caplog.at_level(logging.INFO, logger="aiosocker"):
         async with ws_connect(server.url) as ws:
             await ws.send("ignore me")
             await ws.send(b"binary")
@@ -155,11 +155,11 @@ async def test_message_over_max_size_closes_with_1009(
 ) -> None:
     handled: list[bytes] = []
 
-    def setup(conn: socker.Connection) -> None:
+    def setup(conn: aiosocker.Connection) -> None:
         conn.add(collector(handled), name="only")
 
     server = await start_server(setup, max_size=1000, **recorder.hooks())
-    async with socker.connect(server.url) as client:
+    async with aiosocker.connect(server.url) as client:
         await client.send(b"x" * 1000)  # exactly max_size: fine
         await eventually(lambda: len(handled) == 1, what="the first message")
         await client.send(b"x" * 1001)
@@ -173,14 +173,14 @@ async def test_message_over_max_size_closes_with_1009(
 async def test_client_max_size_closes_with_1009(
     start_server: StartServer, recorder: Recorder
 ) -> None:
-    def setup(conn: socker.Connection) -> None:
+    def setup(conn: aiosocker.Connection) -> None:
         @conn.stage()
         async def only(message: bytes) -> bool:
             await conn.send(b"y" * 5000)
             return False
 
     server = await start_server(setup, **recorder.hooks())
-    async with socker.connect(server.url, max_size=4096) as client:
+    async with aiosocker.connect(server.url, max_size=4096) as client:
         client.add(collector([]), name="only")
         await client.send(b"big one please")
         await asyncio.wait_for(client.wait_closed(), 2)
@@ -195,7 +195,7 @@ async def test_raising_handler_closes_with_1011_naming_the_stage(
     boom = ValueError("bad input")
     handled: list[bytes] = []
 
-    def setup(conn: socker.Connection) -> None:
+    def setup(conn: aiosocker.Connection) -> None:
         conn.add(lambda message: True, name="hello")
 
         @conn.stage()
@@ -206,7 +206,7 @@ async def test_raising_handler_closes_with_1011_naming_the_stage(
             return False
 
     server = await start_server(setup, **recorder.hooks())
-    async with socker.connect(server.url) as client:
+    async with aiosocker.connect(server.url) as client:
         # Three messages in a row: the one after the failure must not be handled.
         for message in (b"hello", b"ok", b"boom", b"after"):
             client.write(message)
@@ -223,14 +223,14 @@ async def test_raising_handler_closes_with_1011_naming_the_stage(
 async def test_async_handler_raising_closes_with_1011(
     start_server: StartServer, recorder: Recorder
 ) -> None:
-    def setup(conn: socker.Connection) -> None:
+    def setup(conn: aiosocker.Connection) -> None:
         @conn.stage()
         async def lobby(message: bytes) -> bool:
             await asyncio.sleep(0)
             raise KeyError(message)
 
     server = await start_server(setup, **recorder.hooks())
-    async with socker.connect(server.url) as client:
+    async with aiosocker.connect(server.url) as client:
         await client.send(b"x")
         await asyncio.wait_for(client.wait_closed(), 2)
     assert (client.close_code, client.close_reason) == (1011, "stage 'lobby' raised KeyError")
@@ -241,29 +241,29 @@ async def test_async_handler_raising_closes_with_1011(
 async def test_running_past_the_last_stage_closes_with_1011(
     start_server: StartServer, recorder: Recorder
 ) -> None:
-    def setup(conn: socker.Connection) -> None:
+    def setup(conn: aiosocker.Connection) -> None:
         conn.add(lambda message: True, name="hello")
         conn.add(lambda message: True, name="final")  # wrong: a final stage should stay
 
     server = await start_server(setup, **recorder.hooks())
-    async with socker.connect(server.url) as client:
+    async with aiosocker.connect(server.url) as client:
         await client.send(b"1")
         await client.send(b"2")
         await asyncio.wait_for(client.wait_closed(), 2)
     assert client.close_code == 1011
     assert client.close_reason == "stage 'final' ran past the last stage"
     await recorder.wait_closed()
-    assert isinstance(recorder.errors[0][1], socker.OutOfStagesError)
+    assert isinstance(recorder.errors[0][1], aiosocker.OutOfStagesError)
 
 
 async def test_failing_setup_closes_with_1011(
     start_server: StartServer, recorder: Recorder
 ) -> None:
-    def setup(conn: socker.Connection) -> None:
+    def setup(conn: aiosocker.Connection) -> None:
         raise RuntimeError("no database")
 
     server = await start_server(setup, **recorder.hooks())
-    async with socker.connect(server.url) as client:
+    async with aiosocker.connect(server.url) as client:
         await asyncio.wait_for(client.wait_closed(), 2)
     assert (client.close_code, client.close_reason) == (1011, "setup raised RuntimeError")
     await recorder.wait_closed()
@@ -273,12 +273,12 @@ async def test_failing_setup_closes_with_1011(
 async def test_stage_timeout_closes_with_4408_naming_the_stage(
     start_server: StartServer, recorder: Recorder
 ) -> None:
-    def setup(conn: socker.Connection) -> None:
+    def setup(conn: aiosocker.Connection) -> None:
         conn.add(lambda message: True, name="hello")  # no timeout
         conn.add(lambda message: False, name="handshake", timeout=0.2)
 
     server = await start_server(setup, **recorder.hooks())
-    async with socker.connect(server.url) as client:
+    async with aiosocker.connect(server.url) as client:
         await asyncio.sleep(0.3)  # "hello" has no timeout: still open
         assert not client.closed
         started = time.monotonic()
@@ -291,17 +291,17 @@ async def test_stage_timeout_closes_with_4408_naming_the_stage(
     await recorder.wait_closed()
     assert recorder.codes() == [(4408, "stage 'handshake' timed out after 0.2 s")]
     (exc,) = [exc for _, exc in recorder.errors]
-    assert isinstance(exc, socker.StageTimeoutError)
+    assert isinstance(exc, aiosocker.StageTimeoutError)
     assert exc.stage == "handshake"
 
 
 async def test_advancing_in_time_cancels_the_stage_timeout(start_server: StartServer) -> None:
-    def setup(conn: socker.Connection) -> None:
+    def setup(conn: aiosocker.Connection) -> None:
         conn.add(lambda message: True, name="hello", timeout=0.2)
         conn.add(lambda message: False, name="playing")
 
     server = await start_server(setup)
-    async with socker.connect(server.url) as client:
+    async with aiosocker.connect(server.url) as client:
         await client.send(b"hello")
         await asyncio.sleep(0.4)
         assert not client.closed
@@ -313,11 +313,11 @@ async def test_client_close_codes_reach_both_sides(
     start_server: StartServer, recorder: Recorder
 ) -> None:
     server = await start_server(lambda conn: None, **recorder.hooks())
-    async with socker.connect(server.url) as client:
+    async with aiosocker.connect(server.url) as client:
         await client.close(CloseCode.NORMAL, "done playing")
         assert client.closed  # close() returns once the close hooks ran
     assert (client.close_code, client.close_reason) == (1000, "done playing")
-    async with socker.connect(server.url) as client:
+    async with aiosocker.connect(server.url) as client:
         await client.close(4002, "leaving")  # an application's own code
     await recorder.wait_closed(2)
     assert recorder.codes() == [(1000, "done playing"), (4002, "leaving")]
@@ -328,7 +328,7 @@ async def test_handler_awaiting_its_own_close(
 ) -> None:
     after_close: list[bool] = []
 
-    def setup(conn: socker.Connection) -> None:
+    def setup(conn: aiosocker.Connection) -> None:
         @conn.stage()
         async def lobby(message: bytes) -> bool:
             if message == b"kick":
@@ -337,7 +337,7 @@ async def test_handler_awaiting_its_own_close(
             return False
 
     server = await start_server(setup, **recorder.hooks())
-    async with socker.connect(server.url) as client:
+    async with aiosocker.connect(server.url) as client:
         await client.send(b"kick")
         await asyncio.wait_for(client.wait_closed(), 2)
     assert (client.close_code, client.close_reason) == (4001, "kicked")
@@ -345,7 +345,7 @@ async def test_handler_awaiting_its_own_close(
     assert recorder.codes() == [(4001, "kicked")]
     assert after_close == [False]  # the hooks run after the handler returns
     await eventually(lambda: not server.connections, what="the registry to empty")
-    with pytest.raises(socker.ConnectionClosedError):
+    with pytest.raises(aiosocker.ConnectionClosedError):
         await recorder.closed[0][0].send(b"late")  # the server's side, closed
 
 
@@ -354,12 +354,12 @@ async def test_server_shutdown_closes_with_1001_and_awaits_hooks(
 ) -> None:
     finished: list[tuple[str, int, str]] = []
 
-    async def slow_on_close(conn: socker.Connection, code: int, reason: str) -> None:
+    async def slow_on_close(conn: aiosocker.Connection, code: int, reason: str) -> None:
         await asyncio.sleep(0.05)
         finished.append((conn.id, code, reason))
 
     server = await start_server(lambda conn: None, on_close=slow_on_close)
-    async with socker.connect(server.url) as one, socker.connect(server.url) as two:
+    async with aiosocker.connect(server.url) as one, aiosocker.connect(server.url) as two:
         await eventually(lambda: len(server.connections) == 2, what="two connections")
         ids = set(server.connections)
         await asyncio.wait_for(server.close(), 5)
@@ -380,7 +380,7 @@ async def test_serve_forever_returns_when_closed(start_server: StartServer) -> N
     await server.close()
     await asyncio.wait_for(forever, 1)
     with pytest.raises(OSError):
-        await socker.connect(server.url, open_timeout=1).__aenter__()
+        await aiosocker.connect(server.url, open_timeout=1).__aenter__()
 
 
 # -- hooks and what a connection tells --------------------------------------------------
@@ -392,11 +392,11 @@ async def test_hooks_are_called_with_the_right_arguments(
     calls: list[tuple[object, ...]] = []
     boom = ZeroDivisionError("x")
 
-    def setup(conn: socker.Connection) -> None:
+    def setup(conn: aiosocker.Connection) -> None:
         conn.on_open(lambda c: calls.append(("open", c)))
 
         @conn.on_close
-        async def closed(c: socker.Connection, code: int, reason: str) -> None:
+        async def closed(c: aiosocker.Connection, code: int, reason: str) -> None:
             calls.append(("close", c, code, reason))
 
         conn.on_error(lambda c, exc: calls.append(("error", c, exc)))
@@ -406,7 +406,7 @@ async def test_hooks_are_called_with_the_right_arguments(
             raise boom
 
     server = await start_server(setup, **recorder.hooks())
-    async with socker.connect(server.url) as client:
+    async with aiosocker.connect(server.url) as client:
         await eventually(lambda: recorder.opened, what="on_open")
         (conn,) = recorder.opened
         assert calls == [("open", conn)]  # on_open before any message
@@ -425,14 +425,14 @@ async def test_a_raising_hook_does_not_break_the_connection(
 ) -> None:
     got: list[bytes] = []
 
-    def broken(conn: socker.Connection) -> None:
+    def broken(conn: aiosocker.Connection) -> None:
         raise RuntimeError("hook bug")
 
-    def setup(conn: socker.Connection) -> None:
+    def setup(conn: aiosocker.Connection) -> None:
         conn.add(collector(got), name="only")
 
     server = await start_server(setup, on_open=broken)
-    async with socker.connect(server.url) as client:
+    async with aiosocker.connect(server.url) as client:
         await client.send(b"still works")
         await eventually(lambda: got == [b"still works"], what="the message")
         assert not client.closed
@@ -440,12 +440,12 @@ async def test_a_raising_hook_does_not_break_the_connection(
 
 
 async def test_connection_properties(start_server: StartServer) -> None:
-    def setup(conn: socker.Connection) -> None:
+    def setup(conn: aiosocker.Connection) -> None:
         conn.add(lambda message: True, name="hello")
         conn.add(lambda message: False, name="playing")
 
     server = await start_server(setup, ping_interval=0.05, ping_timeout=1)
-    async with socker.connect(server.url) as one, socker.connect(server.url):
+    async with aiosocker.connect(server.url) as one, aiosocker.connect(server.url):
         one.add(collector([]), name="only")
         await eventually(lambda: len(server.connections) == 2, what="two connections")
         first, second = server.connections.values()
@@ -469,14 +469,14 @@ async def test_connection_properties(start_server: StartServer) -> None:
 
 
 async def test_request_query_and_headers_reach_the_connection(start_server: StartServer) -> None:
-    seen: list[socker.Request] = []
+    seen: list[aiosocker.Request] = []
 
-    def setup(conn: socker.Connection) -> None:
+    def setup(conn: aiosocker.Connection) -> None:
         seen.append(conn.request)
 
     server = await start_server(setup, path="/game")
     assert server.url.endswith("/game")
-    async with socker.connect(server.url + "?room=7", headers={"X-Team": "blue"}):
+    async with aiosocker.connect(server.url + "?room=7", headers={"X-Team": "blue"}):
         await eventually(lambda: seen, what="setup")
     (request,) = seen
     assert (request.path, request.query) == ("/game", "room=7")
@@ -510,7 +510,7 @@ async def test_write_never_blocks_and_raises_queue_full(start_server: StartServe
         (conn,) = server.connections.values()
         chunk = b"z" * 2**16
         accepted = 0
-        with pytest.raises(socker.QueueFullError, match="max_queue=4") as caught:
+        with pytest.raises(aiosocker.QueueFullError, match="max_queue=4") as caught:
             # Kernel buffers take some megabytes; then the queue of 4 fills.
             for _ in range(5000):
                 conn.write(chunk)  # a plain call: it cannot wait for the peer
@@ -527,13 +527,13 @@ async def test_write_never_blocks_and_raises_queue_full(start_server: StartServe
 async def test_send_waits_for_a_full_write_queue(start_server: StartServer) -> None:
     got: list[bytes] = []
     server = await start_server(lambda conn: None, max_queue=2)
-    async with socker.connect(server.url) as client:
+    async with aiosocker.connect(server.url) as client:
         client.add(collector(got), name="only")
         await eventually(lambda: server.connections, what="the connection")
         (conn,) = server.connections.values()
         conn.write(b"1")
         conn.write(b"2")
-        with pytest.raises(socker.QueueFullError):
+        with pytest.raises(aiosocker.QueueFullError):
             conn.write(b"3")
         async with asyncio.timeout(2):
             await conn.send(b"3")  # waits for room instead
@@ -544,12 +544,12 @@ async def test_send_waits_for_a_full_write_queue(start_server: StartServer) -> N
 
 async def test_write_and_send_after_close_raise(start_server: StartServer) -> None:
     server = await start_server(lambda conn: None)
-    async with socker.connect(server.url) as client:
+    async with aiosocker.connect(server.url) as client:
         await client.close()
-        with pytest.raises(socker.ConnectionClosedError) as caught:
+        with pytest.raises(aiosocker.ConnectionClosedError) as caught:
             client.write(b"late")
         assert caught.value.code == 1000
-        with pytest.raises(socker.ConnectionClosedError):
+        with pytest.raises(aiosocker.ConnectionClosedError):
             await client.send(b"late")
     await eventually(lambda: not server.connections, what="the registry to empty")
 
@@ -559,7 +559,7 @@ async def test_messages_are_handled_one_at_a_time_in_order(start_server: StartSe
     active = 0
     most = 0
 
-    def setup(conn: socker.Connection) -> None:
+    def setup(conn: aiosocker.Connection) -> None:
         @conn.stage()
         def first(message: bytes) -> bool:  # sync, then async: both kinds in one chain
             seen.append(message)
@@ -579,7 +579,7 @@ async def test_messages_are_handled_one_at_a_time_in_order(start_server: StartSe
     server = await start_server(setup)
     # More than picows' BACKLOG_PAUSE: its reading pauses behind the slow handler.
     sent = [f"m{i}".encode() for i in range(150)]
-    async with socker.connect(server.url) as client:
+    async with aiosocker.connect(server.url) as client:
         for message in sent:
             client.write(message)
         await eventually(lambda: len(seen) == len(sent), timeout=5, what="all messages")
@@ -590,7 +590,7 @@ async def test_messages_are_handled_one_at_a_time_in_order(start_server: StartSe
 async def test_messages_sent_during_an_async_setup_wait_for_it(start_server: StartServer) -> None:
     seen: list[bytes] = []
 
-    async def setup(conn: socker.Connection) -> None:
+    async def setup(conn: aiosocker.Connection) -> None:
         await asyncio.sleep(0.05)  # the client is already sending
         conn.add(collector(seen), name="only")
 
@@ -607,7 +607,7 @@ async def test_a_raising_handler_does_not_affect_another_client(
 ) -> None:
     boom = RuntimeError("only this connection")
 
-    def setup(conn: socker.Connection) -> None:
+    def setup(conn: aiosocker.Connection) -> None:
         @conn.stage()
         async def echo(message: bytes) -> bool:
             if message == b"boom":
@@ -617,7 +617,7 @@ async def test_a_raising_handler_does_not_affect_another_client(
 
     server = await start_server(setup, **recorder.hooks())
     good_got: list[bytes] = []
-    async with socker.connect(server.url) as bad, socker.connect(server.url) as good:
+    async with aiosocker.connect(server.url) as bad, aiosocker.connect(server.url) as good:
         good.add(collector(good_got), name="only")
         bad.add(collector([]), name="only")
         await good.send(b"before")
@@ -640,7 +640,7 @@ async def test_peer_leaving_during_an_async_handler_is_not_an_error(
     started = asyncio.Event()
     outcome: list[BaseException] = []
 
-    def setup(conn: socker.Connection) -> None:
+    def setup(conn: aiosocker.Connection) -> None:
         @conn.stage()
         async def slow(message: bytes) -> bool:
             started.set()
@@ -653,14 +653,14 @@ async def test_peer_leaving_during_an_async_handler_is_not_an_error(
             return False
 
     server = await start_server(setup, **recorder.hooks())
-    async with socker.connect(server.url) as client:
+    async with aiosocker.connect(server.url) as client:
         await client.send(b"go")
         await asyncio.wait_for(started.wait(), 2)
     # The client left (1000) while the handler slept; its send then failed.
     await recorder.wait_closed()
     assert recorder.codes() == [(1000, "")]
     assert recorder.errors == []
-    assert [type(exc) for exc in outcome] == [socker.ConnectionClosedError]
+    assert [type(exc) for exc in outcome] == [aiosocker.ConnectionClosedError]
 
 
 async def test_a_stuck_handler_is_cancelled_by_its_stage_timeout(
@@ -668,7 +668,7 @@ async def test_a_stuck_handler_is_cancelled_by_its_stage_timeout(
 ) -> None:
     cancelled: list[str] = []
 
-    def setup(conn: socker.Connection) -> None:
+    def setup(conn: aiosocker.Connection) -> None:
         @conn.stage(timeout=0.2)
         async def handshake(message: bytes) -> bool:
             try:
@@ -679,7 +679,7 @@ async def test_a_stuck_handler_is_cancelled_by_its_stage_timeout(
             return True
 
     server = await start_server(setup, **recorder.hooks())
-    async with socker.connect(server.url) as client:
+    async with aiosocker.connect(server.url) as client:
         await client.send(b"hang")
         await asyncio.wait_for(client.wait_closed(), 2)
     assert client.close_code == 4408
@@ -692,7 +692,7 @@ async def test_shutdown_does_not_wait_for_a_stuck_handler(
 ) -> None:
     entered = asyncio.Event()
 
-    def setup(conn: socker.Connection) -> None:
+    def setup(conn: aiosocker.Connection) -> None:
         @conn.stage()
         async def lobby(message: bytes) -> bool:
             entered.set()
@@ -700,7 +700,7 @@ async def test_shutdown_does_not_wait_for_a_stuck_handler(
             return False
 
     server = await start_server(setup, **recorder.hooks())
-    async with socker.connect(server.url) as client:
+    async with aiosocker.connect(server.url) as client:
         await client.send(b"hang")
         await asyncio.wait_for(entered.wait(), 2)
         await asyncio.wait_for(server.close(), 2)
@@ -755,7 +755,7 @@ async def test_send_waits_while_the_peer_does_not_read(start_server: StartServer
     assert blocked
     writer.transport.abort()
     await asyncio.wait_for(conn.wait_closed(), 2)
-    with pytest.raises(socker.ConnectionClosedError):
+    with pytest.raises(aiosocker.ConnectionClosedError):
         await conn.send(chunk)
 
 
@@ -784,7 +784,7 @@ async def test_deferred_messages_go_to_the_next_stage_before_newer_ones(
 ) -> None:
     got: list[tuple[str, bytes]] = []
 
-    def setup(conn: socker.Connection) -> None:
+    def setup(conn: aiosocker.Connection) -> None:
         @conn.stage()
         def waiting(message: bytes) -> bool:
             if message == b"go":
@@ -806,7 +806,7 @@ async def test_deferred_messages_go_to_the_next_stage_before_newer_ones(
             return False
 
     server = await start_server(setup, drive=drive)
-    async with socker.connect(server.url) as client:
+    async with aiosocker.connect(server.url) as client:
         for message in (b"a", b"b", b"c", b"go", b"d"):
             await client.send(message)
 
@@ -830,19 +830,19 @@ async def test_a_raising_handler_does_not_cancel_the_reader(start_server: StartS
     # not be cancelled by the failure it reported.
     cancelling: list[int] = []
 
-    def setup(conn: socker.Connection) -> None:
+    def setup(conn: aiosocker.Connection) -> None:
         @conn.stage()
         async def boom(message: bytes) -> bool:
             await asyncio.sleep(0)
             raise ValueError("bad input")
 
         @conn.on_close
-        def closed(conn: socker.Connection, code: int, reason: str) -> None:
+        def closed(conn: aiosocker.Connection, code: int, reason: str) -> None:
             task = asyncio.current_task()
             cancelling.append(task.cancelling() if task is not None else -1)
 
     server = await start_server(setup)
-    async with socker.connect(server.url) as client:
+    async with aiosocker.connect(server.url) as client:
         await client.send(b"x")
         await asyncio.wait_for(client.wait_closed(), 5)
         assert client.close_code == CloseCode.INTERNAL_ERROR

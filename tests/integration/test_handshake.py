@@ -13,12 +13,12 @@ from http import HTTPStatus
 
 import pytest
 
-import socker
+import aiosocker
 
 from .conftest import HOST, Recorder, StartServer, collector, eventually
 
 
-def stay(conn: socker.Connection) -> None:
+def stay(conn: aiosocker.Connection) -> None:
     conn.add(lambda message: False, name="lobby")
 
 
@@ -63,10 +63,10 @@ async def http_get(url: str) -> tuple[int, str, bytes]:
 async def test_browser_origin_of_another_host_gets_403(
     start_server: StartServer, recorder: Recorder
 ) -> None:
-    ran: list[socker.Connection] = []
+    ran: list[aiosocker.Connection] = []
     server = await start_server(ran.append, **recorder.hooks())
-    with pytest.raises(socker.HandshakeRejected) as caught:
-        async with socker.connect(server.url, origin="https://evil.example"):
+    with pytest.raises(aiosocker.HandshakeRejected) as caught:
+        async with aiosocker.connect(server.url, origin="https://evil.example"):
             pass
     assert caught.value.status == HTTPStatus.FORBIDDEN == 403
     assert "origin https://evil.example not allowed" in caught.value.reason
@@ -77,8 +77,8 @@ async def test_same_host_origin_and_no_origin_are_allowed(start_server: StartSer
     server = await start_server(stay)
     same_host = f"http://{HOST}:{server.port}"
     async with (
-        socker.connect(server.url, origin=same_host) as browser,
-        socker.connect(server.url) as script,  # no Origin header at all
+        aiosocker.connect(server.url, origin=same_host) as browser,
+        aiosocker.connect(server.url) as script,  # no Origin header at all
     ):
         await eventually(lambda: len(server.connections) == 2, what="two connections")
         assert not browser.closed and not script.closed
@@ -86,19 +86,19 @@ async def test_same_host_origin_and_no_origin_are_allowed(start_server: StartSer
 
 async def test_allow_listed_origins(start_server: StartServer) -> None:
     server = await start_server(stay, origins=["https://game.example"])
-    async with socker.connect(server.url, origin="https://game.example"):
+    async with aiosocker.connect(server.url, origin="https://game.example"):
         await eventually(lambda: len(server.connections) == 1, what="the connection")
     # An allow-list replaces the same-host rule.
     for origin in (f"http://{HOST}:{server.port}", "https://game.example.evil"):
-        with pytest.raises(socker.HandshakeRejected) as caught:
-            async with socker.connect(server.url, origin=origin):
+        with pytest.raises(aiosocker.HandshakeRejected) as caught:
+            async with aiosocker.connect(server.url, origin=origin):
                 pass
         assert caught.value.status == 403
 
 
 async def test_star_allows_every_origin(start_server: StartServer) -> None:
     server = await start_server(stay, origins=["*"])
-    async with socker.connect(server.url, origin="https://anyone.example") as client:
+    async with aiosocker.connect(server.url, origin="https://anyone.example") as client:
         assert not client.closed
 
 
@@ -120,16 +120,16 @@ async def test_two_origin_headers_are_refused_not_a_500(start_server: StartServe
 
 async def test_max_connections_answers_503_past_it(start_server: StartServer) -> None:
     server = await start_server(stay, max_connections=2)
-    async with socker.connect(server.url), socker.connect(server.url):
-        with pytest.raises(socker.HandshakeRejected) as caught:
-            async with socker.connect(server.url):
+    async with aiosocker.connect(server.url), aiosocker.connect(server.url):
+        with pytest.raises(aiosocker.HandshakeRejected) as caught:
+            async with aiosocker.connect(server.url):
                 pass
         assert caught.value.status == HTTPStatus.SERVICE_UNAVAILABLE == 503
         assert "server full" in caught.value.reason
         assert len(server.connections) == 2
     # Both left: their places are free again.
     await eventually(lambda: not server.connections, what="the registry to empty")
-    async with socker.connect(server.url), socker.connect(server.url):
+    async with aiosocker.connect(server.url), aiosocker.connect(server.url):
         await eventually(lambda: len(server.connections) == 2, what="two new connections")
 
 
@@ -148,7 +148,7 @@ async def test_a_failed_handshake_does_not_hold_a_place(start_server: StartServe
     head = await raw_request(server.port, headers=evil)
     assert head.startswith(b"HTTP/1.1 403 "), head
     # ... leave the one place free.
-    async with socker.connect(server.url, open_timeout=2) as client:
+    async with aiosocker.connect(server.url, open_timeout=2) as client:
         assert not client.closed
 
 
@@ -159,30 +159,30 @@ async def test_a_failed_handshake_does_not_hold_a_place(start_server: StartServe
 async def test_authenticate_401_403_and_the_user(
     start_server: StartServer, recorder: Recorder, kind: str
 ) -> None:
-    seen: list[socker.Request] = []
+    seen: list[aiosocker.Request] = []
     users: list[object] = []
     received: list[bytes] = []
 
-    def decide(request: socker.Request) -> object:
+    def decide(request: aiosocker.Request) -> object:
         seen.append(request)
         token = request.headers.get("Authorization")
         if token is None:
-            raise socker.HandshakeRejected(HTTPStatus.UNAUTHORIZED, "token required")
+            raise aiosocker.HandshakeRejected(HTTPStatus.UNAUTHORIZED, "token required")
         if token != "Bearer good":
             return False
         return {"name": "ada", "room": request.query}
 
-    async def waiting(request: socker.Request) -> object:
+    async def waiting(request: aiosocker.Request) -> object:
         await asyncio.sleep(0.01)  # really waits (picows hands the socket over after)
         return decide(request)
 
-    authenticate: socker.Authenticate = {
+    authenticate: aiosocker.Authenticate = {
         "async def": waiting,
         "plain function": decide,
         "function returning a coroutine": lambda request: waiting(request),
     }[kind]
 
-    def setup(conn: socker.Connection) -> None:
+    def setup(conn: aiosocker.Connection) -> None:
         users.append(conn.user)
         conn.add(collector(received), name="lobby")
 
@@ -190,27 +190,27 @@ async def test_authenticate_401_403_and_the_user(
         setup, authenticate=authenticate, max_connections=1, **recorder.hooks()
     )
 
-    with pytest.raises(socker.HandshakeRejected) as caught:
-        async with socker.connect(server.url):
+    with pytest.raises(aiosocker.HandshakeRejected) as caught:
+        async with aiosocker.connect(server.url):
             pass
     assert (caught.value.status, caught.value.reason) == (401, "token required")
 
-    with pytest.raises(socker.HandshakeRejected) as caught:
-        async with socker.connect(server.url, headers={"Authorization": "Bearer bad"}):
+    with pytest.raises(aiosocker.HandshakeRejected) as caught:
+        async with aiosocker.connect(server.url, headers={"Authorization": "Bearer bad"}):
             pass
     assert (caught.value.status, caught.value.reason) == (403, "authentication refused")
     assert users == []  # no setup for refused requests
 
     # Refusals hold no place: the one connection allowed still gets in.
     good = {"Authorization": "Bearer good"}
-    async with socker.connect(server.url + "?room=7", headers=good) as client:
+    async with aiosocker.connect(server.url + "?room=7", headers=good) as client:
         await eventually(lambda: users, what="setup")
         (conn,) = server.connections.values()
         assert conn.user == {"name": "ada", "room": "room=7"}
         await client.send(b"hi")  # messages flow after the handshake
         await eventually(lambda: received == [b"hi"], what="the message")
-        with pytest.raises(socker.HandshakeRejected) as caught:
-            async with socker.connect(server.url, headers=good):
+        with pytest.raises(aiosocker.HandshakeRejected) as caught:
+            async with aiosocker.connect(server.url, headers=good):
                 pass
         assert caught.value.status == 503
     assert users == [{"name": "ada", "room": "room=7"}]
@@ -221,15 +221,15 @@ async def test_authenticate_401_403_and_the_user(
 
 
 async def test_authenticate_runs_after_the_origin_check(start_server: StartServer) -> None:
-    calls: list[socker.Request] = []
+    calls: list[aiosocker.Request] = []
 
-    def authenticate(request: socker.Request) -> bool:
+    def authenticate(request: aiosocker.Request) -> bool:
         calls.append(request)
         return True
 
     server = await start_server(stay, authenticate=authenticate)
-    with pytest.raises(socker.HandshakeRejected):
-        async with socker.connect(server.url, origin="https://evil.example"):
+    with pytest.raises(aiosocker.HandshakeRejected):
+        async with aiosocker.connect(server.url, origin="https://evil.example"):
             pass
     assert calls == []
 
@@ -239,8 +239,8 @@ async def test_authenticate_runs_after_the_origin_check(start_server: StartServe
 
 async def test_unknown_path_is_404(start_server: StartServer) -> None:
     server = await start_server(stay, path="/ws")
-    with pytest.raises(socker.HandshakeRejected) as caught:
-        async with socker.connect(f"ws://{HOST}:{server.port}/nope"):
+    with pytest.raises(aiosocker.HandshakeRejected) as caught:
+        async with aiosocker.connect(f"ws://{HOST}:{server.port}/nope"):
             pass
     assert caught.value.status == 404
     status, _, body = await http_get(f"{server.http_url}nope")
@@ -260,10 +260,10 @@ async def test_custom_routes_are_served(start_server: StartServer) -> None:
         raise RuntimeError("route bug")
 
     routes = {
-        "/hello.txt": socker.Route("text/plain", b"hi"),
-        "/count": socker.Route("text/plain", lambda: str(next(counter)).encode()),
-        "/page": socker.Route.html("<p>ok</p>"),
-        "/broken": socker.Route("text/plain", broken),
+        "/hello.txt": aiosocker.Route("text/plain", b"hi"),
+        "/count": aiosocker.Route("text/plain", lambda: str(next(counter)).encode()),
+        "/page": aiosocker.Route.html("<p>ok</p>"),
+        "/broken": aiosocker.Route("text/plain", broken),
     }
     server = await start_server(stay, path="/ws", routes=routes)
     assert await http_get(server.http_url + "hello.txt") == (200, "text/plain", b"hi")
@@ -276,14 +276,14 @@ async def test_custom_routes_are_served(start_server: StartServer) -> None:
         b"<p>ok</p>",
     )
     # The WebSocket still works beside the routes.
-    async with socker.connect(server.url) as client:
+    async with aiosocker.connect(server.url) as client:
         assert not client.closed
 
 
 async def test_socker_js_is_served_when_the_package_has_it(start_server: StartServer) -> None:
     server = await start_server(stay)
-    assert socker.SOCKER_JS_PATH in server.routes
-    status, content_type, body = await http_get(server.http_url + "socker.js")
+    assert aiosocker.CLIENT_JS_PATH in server.routes
+    status, content_type, body = await http_get(server.http_url + "aiosocker.js")
     assert status == 200
     assert content_type.startswith("text/javascript")
-    assert body == server.routes[socker.SOCKER_JS_PATH].render()[1]
+    assert body == server.routes[aiosocker.CLIENT_JS_PATH].render()[1]

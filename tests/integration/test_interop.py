@@ -10,7 +10,7 @@ import struct
 import websocket  # the websocket-client package
 from websockets.asyncio.client import connect as ws_connect
 
-import socker
+import aiosocker
 
 from .conftest import Recorder, StartServer
 from .test_connections import SCENE, go_readme_server
@@ -64,7 +64,7 @@ async def test_websocket_client_text_frame_gets_1003(
 
     opcode, (code, reason) = await asyncio.to_thread(send_text, server.url)
     assert opcode == websocket.ABNF.OPCODE_CLOSE
-    assert code == socker.CloseCode.UNSUPPORTED_DATA
+    assert code == aiosocker.CloseCode.UNSUPPORTED_DATA
     assert "binary" in reason
     await recorder.wait_closed()
     assert recorder.codes()[0][0] == 1003
@@ -86,7 +86,7 @@ async def test_websocket_client_from_another_origin_gets_403(start_server: Start
 async def test_bare_websockets_client_echo_of_large_and_empty_messages(
     start_server: StartServer,
 ) -> None:
-    def setup(conn: socker.Connection) -> None:
+    def setup(conn: aiosocker.Connection) -> None:
         @conn.stage()
         async def echo(message: bytes) -> bool:
             await conn.send(message[::-1])

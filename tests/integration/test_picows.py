@@ -17,9 +17,9 @@ import pytest
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed, InvalidMessage
 
-import socker
-from socker import CloseCode, HandshakeRejected, Route
-from socker.transports import picows as fast_transport
+import aiosocker
+from aiosocker import CloseCode, HandshakeRejected, Route
+from aiosocker.transports import picows as fast_transport
 
 from .conftest import HOST, Recorder, StartServer, collector, eventually, leftover_tasks
 from .test_connections import stalled_peer
@@ -32,10 +32,10 @@ pytestmark = pytest.mark.transports(
 )
 
 
-def collecting(into: list[bytes]) -> socker.Setup:
+def collecting(into: list[bytes]) -> aiosocker.Setup:
     """A setup whose one stage collects every message into ``into``."""
 
-    def setup(conn: socker.Connection) -> None:
+    def setup(conn: aiosocker.Connection) -> None:
         conn.add(collector(into), name="only")
 
     return setup
@@ -100,7 +100,7 @@ async def test_fragmented_message_over_max_size_closes_with_1009(
 async def test_no_task_outlives_the_server() -> None:
     before = set(asyncio.all_tasks())
 
-    async def setup(conn: socker.Connection) -> None:
+    async def setup(conn: aiosocker.Connection) -> None:
         @conn.stage()
         async def slow(message: bytes) -> bool:
             await asyncio.sleep(0.01)
@@ -109,8 +109,8 @@ async def test_no_task_outlives_the_server() -> None:
     # picows' keepalive (its ping_timeout capped at ping_interval) keeps running while
     # the server closes: it bounds how long the silent peer below holds up the shutdown
     # (it never answers our close frame; without keepalive, CLOSE_TIMEOUT would).
-    async with socker.serve(setup, HOST, 0, transport="picows", ping_interval=0.05) as server:
-        async with socker.connect(server.url) as client:
+    async with aiosocker.serve(setup, HOST, 0, transport="picows", ping_interval=0.05) as server:
+        async with aiosocker.connect(server.url) as client:
             for _ in range(5):
                 client.write(b"x")
             await asyncio.sleep(0.06)
@@ -126,7 +126,7 @@ async def test_no_task_outlives_the_server() -> None:
 async def test_routes_and_426_with_authenticate(start_server: StartServer) -> None:
     # With authenticate, a front protocol reads each request first and hands every one
     # (routes, 426, the WebSocket) to picows.
-    async def authenticate(request: socker.Request) -> bool:
+    async def authenticate(request: aiosocker.Request) -> bool:
         return True
 
     def broken() -> bytes:
@@ -138,7 +138,7 @@ async def test_routes_and_426_with_authenticate(start_server: StartServer) -> No
     assert await http_get(server.port, "/broken") == (500, b"internal error\n")
     status, _ = await http_get(server.port, "/")
     assert status == 426
-    async with socker.connect(server.url):
+    async with aiosocker.connect(server.url):
         await eventually(lambda: server.connections, what="the connection")
 
 
@@ -147,7 +147,7 @@ async def test_a_slow_handshake_is_dropped(
 ) -> None:
     monkeypatch.setattr(fast_transport, "HANDSHAKE_TIMEOUT", 0.05)
 
-    async def authenticate(request: socker.Request) -> bool:
+    async def authenticate(request: aiosocker.Request) -> bool:
         await asyncio.sleep(10)  # never in time
         return True
 
@@ -157,14 +157,14 @@ async def test_a_slow_handshake_is_dropped(
     assert await asyncio.wait_for(reader.read(), 2) == b""
     writer.close()
     with pytest.raises(InvalidMessage):  # dropped: authenticate never ends in time
-        async with socker.connect(server.url, open_timeout=2):
+        async with aiosocker.connect(server.url, open_timeout=2):
             pass
 
 
-class WaitingAdmission(socker.Admission):
+class WaitingAdmission(aiosocker.Admission):
     """An admission policy that waits before deciding (the stepping fallback)."""
 
-    async def admit(self, request: socker.Request, live: int) -> Any:
+    async def admit(self, request: aiosocker.Request, live: int) -> Any:
         await asyncio.sleep(0.01)
         if request.headers.get("X-Token") != "ok":
             raise HandshakeRejected(403, "no")
@@ -173,13 +173,13 @@ class WaitingAdmission(socker.Admission):
 
 async def test_admission_that_waits_without_authenticate_closes_with_1008() -> None:
     users: list[Any] = []
-    server = socker.serve(lambda conn: users.append(conn.user), HOST, 0, transport="picows")
+    server = aiosocker.serve(lambda conn: users.append(conn.user), HOST, 0, transport="picows")
     server.admission = WaitingAdmission()
     async with server:
-        async with socker.connect(server.url, headers={"X-Token": "ok"}):
+        async with aiosocker.connect(server.url, headers={"X-Token": "ok"}):
             await eventually(lambda: users, what="setup")
         assert users == ["user"]
-        async with socker.connect(server.url) as refused:
+        async with aiosocker.connect(server.url) as refused:
             await asyncio.wait_for(refused.wait_closed(), 2)
         assert (refused.close_code, refused.close_reason) == (1008, "HTTP 403 no")
         assert users == ["user"]

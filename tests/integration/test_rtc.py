@@ -1,7 +1,7 @@
 """WebRTC DataChannels over the stages, with real aiortc peers on both sides (loopback).
 
 Every test runs a real socker server on 127.0.0.1 (port 0) and a real client: socker's
-own (``socker.connect`` + ``client_stages``) or a bare ``websockets`` client that speaks
+own (``aiosocker.connect`` + ``client_stages``) or a bare ``websockets`` client that speaks
 the signaling envelope by hand. ICE uses the host's non-loopback address (aioice never
 offers 127.0.0.1); without one these tests fail with a message that says so (see
 ``docs/rtc.md``).
@@ -18,11 +18,11 @@ import pytest
 from aioice.ice import get_host_addresses
 from aiortc import RTCConfiguration, RTCPeerConnection
 
-import socker
-from socker import CloseCode
-from socker.rtc import Answer, Candidate, ChannelSpec, Ready, encode
-from socker.rtc.peer import IceServer, close_peer, new_peer, strip_mdns_candidates
-from socker.rtc.session import RtcSession, client_stages, server_stages
+import aiosocker
+from aiosocker import CloseCode
+from aiosocker.rtc import Answer, Candidate, ChannelSpec, Ready, encode
+from aiosocker.rtc.peer import IceServer, close_peer, new_peer, strip_mdns_candidates
+from aiosocker.rtc.session import RtcSession, client_stages, server_stages
 
 from .conftest import leftover_tasks
 from .rtc_helpers import (
@@ -60,10 +60,10 @@ async def serve() -> AsyncIterator[Callable[..., Any]]:
     """Start socker servers on 127.0.0.1:0; at teardown close them and check that no
     connection, peer connection or task outlived them."""
     before = set(asyncio.all_tasks())
-    servers: list[socker.Server] = []
+    servers: list[aiosocker.Server] = []
 
-    async def start(setup: socker.Setup, **options: Any) -> socker.Server:
-        server = socker.serve(setup, HOST, 0, **options)
+    async def start(setup: aiosocker.Setup, **options: Any) -> aiosocker.Server:
+        server = aiosocker.serve(setup, HOST, 0, **options)
         await server.start()
         servers.append(server)
         return server
@@ -245,7 +245,7 @@ async def test_bad_channel_options_rejected_before_anything_is_sent(
 ) -> None:
     errors: list[Exception] = []
 
-    async def setup(conn: socker.Connection) -> None:
+    async def setup(conn: aiosocker.Connection) -> None:
         @conn.stage()
         async def hello(message: bytes) -> bool:
             await conn.send(b"scene")
@@ -439,7 +439,7 @@ async def test_renegotiate_does_nothing_until_the_handshake_is_done(serve: Any) 
     READY or a RENEGOTIATE mid-handshake would be out-of-order signaling (4400)."""
     sessions: list[RtcSession] = []
 
-    async def setup(conn: socker.Connection) -> None:
+    async def setup(conn: aiosocker.Connection) -> None:
         @conn.stage()
         async def hello(message: bytes) -> bool:
             await sessions[0].renegotiate()  # before the rtc stages: nothing to redo
@@ -453,7 +453,7 @@ async def test_renegotiate_does_nothing_until_the_handshake_is_done(serve: Any) 
             return False
 
     server = await serve(setup)
-    async with socker.connect(server.url) as conn:
+    async with aiosocker.connect(server.url) as conn:
 
         @conn.stage()
         async def scene(message: bytes) -> bool:
@@ -483,7 +483,7 @@ async def test_app_messages_mid_handshake_reach_the_final_stage_in_order(serve: 
     server_control: list[bytes] = []
     client_control: list[bytes] = []
 
-    def server_setup(conn: socker.Connection) -> None:
+    def server_setup(conn: aiosocker.Connection) -> None:
         @conn.stage()
         async def hello(message: bytes) -> bool:
             await conn.send(b"scene")
@@ -499,7 +499,7 @@ async def test_app_messages_mid_handshake_reach_the_final_stage_in_order(serve: 
             return False
 
     server = await serve(server_setup)
-    async with socker.connect(server.url) as conn:
+    async with aiosocker.connect(server.url) as conn:
 
         @conn.stage()
         async def scene(message: bytes) -> bool:
@@ -681,7 +681,7 @@ async def test_rtc_stage_timeout_closes_4408_naming_the_stage(
 
 @needs_interface
 async def test_client_rtc_stage_timeout_when_the_server_never_offers(serve: Any) -> None:
-    async def setup(conn: socker.Connection) -> None:
+    async def setup(conn: aiosocker.Connection) -> None:
         @conn.stage()
         async def hello(message: bytes) -> bool:
             await conn.send(b"scene")
@@ -893,7 +893,7 @@ async def test_frame_size_and_drop_mark_are_options_of_the_stages(serve: Any) ->
     got: list[bytes] = []
     sessions: list[RtcSession] = []
 
-    def server_setup(conn: socker.Connection) -> None:
+    def server_setup(conn: aiosocker.Connection) -> None:
         @conn.stage()
         async def hello(message: bytes) -> bool:
             await conn.send(b"scene")
@@ -905,7 +905,7 @@ async def test_frame_size_and_drop_mark_are_options_of_the_stages(serve: Any) ->
         conn.add(lambda m: False, name="control")
 
     server = await serve(server_setup)
-    async with socker.connect(server.url) as conn:
+    async with aiosocker.connect(server.url) as conn:
 
         @conn.stage()
         async def scene(message: bytes) -> bool:

@@ -8,13 +8,13 @@ import logging
 
 import pytest
 
-import socker
+import aiosocker
 
 from .conftest import StartServer, collector, eventually
 from .test_connections import stalled_peer
 
 
-def lobby_then_playing(conn: socker.Connection) -> None:
+def lobby_then_playing(conn: aiosocker.Connection) -> None:
     conn.add(lambda message: message == b"play", name="lobby")
     conn.add(lambda message: False, name="playing")
 
@@ -23,9 +23,9 @@ async def test_broadcast_to_all_by_stage_and_excluding(start_server: StartServer
     server = await start_server(lobby_then_playing)
     inboxes: dict[str, list[bytes]] = {"a": [], "b": [], "c": []}
     async with (
-        socker.connect(server.url) as a,
-        socker.connect(server.url) as b,
-        socker.connect(server.url) as c,
+        aiosocker.connect(server.url) as a,
+        aiosocker.connect(server.url) as b,
+        aiosocker.connect(server.url) as c,
     ):
         for name, client in (("a", a), ("b", b), ("c", c)):
             client.add(collector(inboxes[name]), name="inbox")
@@ -63,14 +63,14 @@ async def test_broadcast_by_stage_skips_a_connection_still_in_setup(
 ) -> None:
     release = asyncio.Event()
 
-    async def setup(conn: socker.Connection) -> None:
+    async def setup(conn: aiosocker.Connection) -> None:
         if conn.request.query == "slow":
             await release.wait()  # no stages yet while this waits
         lobby_then_playing(conn)
 
     server = await start_server(setup)
     try:
-        async with socker.connect(server.url) as ready, socker.connect(server.url + "?slow"):
+        async with aiosocker.connect(server.url) as ready, aiosocker.connect(server.url + "?slow"):
             ready.add(collector([]), name="inbox")
             await eventually(lambda: len(server.connections) == 2, what="two connections")
             assert await server.broadcast(b"hi", stage="lobby") == 1
@@ -83,7 +83,7 @@ async def test_broadcast_never_waits_for_a_slow_peer(
     start_server: StartServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     server = await start_server(lobby_then_playing, max_queue=2)
-    async with socker.connect(server.url) as slow, socker.connect(server.url) as fast:
+    async with aiosocker.connect(server.url) as slow, aiosocker.connect(server.url) as fast:
         slow.add(collector([]), name="inbox")
         got: list[bytes] = []
         fast.add(collector(got), name="inbox")
@@ -92,7 +92,7 @@ async def test_broadcast_never_waits_for_a_slow_peer(
         full = next(iter(server.connections.values()))
         full.write(b"1")
         full.write(b"2")
-        with caplog.at_level(logging.WARNING, logger="socker"):
+        with caplog.at_level(logging.WARNING, logger="aiosocker"):
             assert await server.broadcast(b"news") == 1
         assert any("not keeping up" in r.getMessage() for r in caplog.records)
         await eventually(lambda: b"news" in got or len(got) >= 2, what="delivery")
@@ -100,7 +100,7 @@ async def test_broadcast_never_waits_for_a_slow_peer(
 
 async def test_close_with_a_custom_code(start_server: StartServer) -> None:
     server = await start_server(lobby_then_playing)
-    async with socker.connect(server.url) as client:
+    async with aiosocker.connect(server.url) as client:
         await eventually(lambda: server.connections, what="the connection")
         await server.close(1012, "restarting")
         await asyncio.wait_for(client.wait_closed(), 2)
@@ -109,16 +109,16 @@ async def test_close_with_a_custom_code(start_server: StartServer) -> None:
 
 async def test_server_options_are_checked() -> None:  # no server: one run
     with pytest.raises(ValueError, match="path"):
-        socker.serve(lobby_then_playing, path="ws")
+        aiosocker.serve(lobby_then_playing, path="ws")
     with pytest.raises(ValueError, match="drive"):
-        socker.serve(lobby_then_playing, drive="sometimes")  # type: ignore[arg-type]
+        aiosocker.serve(lobby_then_playing, drive="sometimes")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="max_connections"):
-        socker.serve(lobby_then_playing, max_connections=0)
+        aiosocker.serve(lobby_then_playing, max_connections=0)
     with pytest.raises(ValueError, match="transport"):
-        socker.serve(lobby_then_playing, transport="pigeon")  # type: ignore[arg-type]
+        aiosocker.serve(lobby_then_playing, transport="pigeon")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="setup"):
-        socker.serve("not a function")  # type: ignore[arg-type]
-    server = socker.serve(lobby_then_playing, port=0)
+        aiosocker.serve("not a function")  # type: ignore[arg-type]
+    server = aiosocker.serve(lobby_then_playing, port=0)
     with pytest.raises(RuntimeError, match="not listening"):
         _ = server.port
 
@@ -140,7 +140,7 @@ async def test_close_timeout_bounds_shutdown_with_a_silent_peer(
         started = loop.time()
         await asyncio.wait_for(server.close(), 5)
         assert loop.time() - started < 3  # not the 10 s default
-        assert ended == [socker.CloseCode.GOING_AWAY]
+        assert ended == [aiosocker.CloseCode.GOING_AWAY]
         assert not server.connections
     finally:
         writer.close()
@@ -149,16 +149,16 @@ async def test_close_timeout_bounds_shutdown_with_a_silent_peer(
 async def test_shutdown_stops_a_setup_that_never_returns(start_server: StartServer) -> None:
     entered = asyncio.Event()
 
-    async def setup(conn: socker.Connection) -> None:
+    async def setup(conn: aiosocker.Connection) -> None:
         entered.set()
         await asyncio.Event().wait()  # never returns
 
     ended: list[int] = []
     server = await start_server(setup, on_close=lambda conn, code, reason: ended.append(code))
-    async with socker.connect(server.url) as client:
+    async with aiosocker.connect(server.url) as client:
         await asyncio.wait_for(entered.wait(), 5)
         await asyncio.wait_for(server.close(), 5)
         await asyncio.wait_for(client.wait_closed(), 5)
-        assert client.close_code == socker.CloseCode.GOING_AWAY
-    assert ended == [socker.CloseCode.GOING_AWAY]
+        assert client.close_code == aiosocker.CloseCode.GOING_AWAY
+    assert ended == [aiosocker.CloseCode.GOING_AWAY]
     assert not server.connections

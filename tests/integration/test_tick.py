@@ -8,17 +8,17 @@ import time
 
 import pytest
 
-import socker
+import aiosocker
 
 from .conftest import Recorder, StartServer, collector, eventually
 
 
-def only_connection(server: socker.Server) -> socker.Connection:
+def only_connection(server: aiosocker.Server) -> aiosocker.Connection:
     (conn,) = server.connections.values()
     return conn
 
 
-async def wait_pending(server: socker.Server, count: int) -> socker.Connection:
+async def wait_pending(server: aiosocker.Server, count: int) -> aiosocker.Connection:
     await eventually(lambda: server.connections, what="the connection")
     conn = only_connection(server)
     await eventually(lambda: conn.pending == count, what=f"{count} pending messages")
@@ -28,12 +28,12 @@ async def wait_pending(server: socker.Server, count: int) -> socker.Connection:
 async def test_nothing_is_handled_until_tick(start_server: StartServer) -> None:
     handled: list[bytes] = []
 
-    def setup(conn: socker.Connection) -> None:
+    def setup(conn: aiosocker.Connection) -> None:
         conn.add(collector(handled), name="lobby")
 
     server = await start_server(setup, drive="tick")
     assert server.tick() == 0
-    async with socker.connect(server.url) as client:
+    async with aiosocker.connect(server.url) as client:
         for message in (b"a", b"b", b"c"):
             client.write(message)
         conn = await wait_pending(server, 3)
@@ -48,11 +48,11 @@ async def test_nothing_is_handled_until_tick(start_server: StartServer) -> None:
 async def test_tick_handles_every_connection(start_server: StartServer) -> None:
     handled: list[tuple[str, bytes]] = []
 
-    def setup(conn: socker.Connection) -> None:
+    def setup(conn: aiosocker.Connection) -> None:
         conn.add(lambda message: handled.append((conn.id, message)) or False, name="lobby")
 
     server = await start_server(setup, drive="tick")
-    async with socker.connect(server.url) as one, socker.connect(server.url) as two:
+    async with aiosocker.connect(server.url) as one, aiosocker.connect(server.url) as two:
         one.write(b"1a")
         two.write(b"2a")
         one.write(b"1b")
@@ -68,13 +68,13 @@ async def test_tick_handles_every_connection(start_server: StartServer) -> None:
 
 
 async def test_stages_advance_in_tick_mode(start_server: StartServer) -> None:
-    def setup(conn: socker.Connection) -> None:
+    def setup(conn: aiosocker.Connection) -> None:
         conn.add(lambda message: message == b"hello", name="hello")
         conn.add(lambda message: True, name="ready")
         conn.add(lambda message: False, name="playing")
 
     server = await start_server(setup, drive="tick")
-    async with socker.connect(server.url) as client:
+    async with aiosocker.connect(server.url) as client:
         for message in (b"nope", b"hello", b"ready"):
             client.write(message)
         conn = await wait_pending(server, 3)
@@ -88,7 +88,7 @@ async def test_async_handler_in_tick_mode_keeps_order_without_blocking(
 ) -> None:
     handled: list[bytes] = []
 
-    def setup(conn: socker.Connection) -> None:
+    def setup(conn: aiosocker.Connection) -> None:
         @conn.stage()
         async def lobby(message: bytes) -> bool:
             await asyncio.sleep(0.03)
@@ -96,7 +96,7 @@ async def test_async_handler_in_tick_mode_keeps_order_without_blocking(
             return False
 
     server = await start_server(setup, drive="tick")
-    async with socker.connect(server.url) as client:
+    async with aiosocker.connect(server.url) as client:
         for message in (b"a", b"b", b"c"):
             client.write(message)
         conn = await wait_pending(server, 3)
@@ -115,7 +115,7 @@ async def test_a_raising_handler_stops_the_tick_for_that_connection(
 ) -> None:
     handled: list[bytes] = []
 
-    def setup(conn: socker.Connection) -> None:
+    def setup(conn: aiosocker.Connection) -> None:
         @conn.stage()
         def lobby(message: bytes) -> bool:
             handled.append(message)
@@ -124,7 +124,7 @@ async def test_a_raising_handler_stops_the_tick_for_that_connection(
             return False
 
     server = await start_server(setup, drive="tick", **recorder.hooks())
-    async with socker.connect(server.url) as client:
+    async with aiosocker.connect(server.url) as client:
         for message in (b"a", b"boom", b"c"):
             client.write(message)
         await wait_pending(server, 3)
@@ -137,12 +137,12 @@ async def test_a_raising_handler_stops_the_tick_for_that_connection(
 async def test_full_inbox_pushes_back_on_the_peer(start_server: StartServer) -> None:
     handled: list[bytes] = []
 
-    def setup(conn: socker.Connection) -> None:
+    def setup(conn: aiosocker.Connection) -> None:
         conn.add(collector(handled), name="lobby")
 
     server = await start_server(setup, drive="tick", max_queue=4)
     sent = [f"m{i}".encode() for i in range(10)]
-    async with socker.connect(server.url) as client:
+    async with aiosocker.connect(server.url) as client:
         for message in sent:
             client.write(message)
         conn = await wait_pending(server, 4)
@@ -159,13 +159,13 @@ async def test_full_inbox_pushes_back_on_the_peer(start_server: StartServer) -> 
 async def test_stage_timeouts_fire_without_ticks(
     start_server: StartServer, recorder: Recorder
 ) -> None:
-    def setup(conn: socker.Connection) -> None:
+    def setup(conn: aiosocker.Connection) -> None:
         conn.add(lambda message: False, name="handshake", timeout=0.1)
 
     server = await start_server(setup, drive="tick", **recorder.hooks())
-    async with socker.connect(server.url) as client:
+    async with aiosocker.connect(server.url) as client:
         await asyncio.wait_for(client.wait_closed(), 2)
-    assert client.close_code == socker.CloseCode.STAGE_TIMEOUT
+    assert client.close_code == aiosocker.CloseCode.STAGE_TIMEOUT
     assert "'handshake'" in client.close_reason
 
 
@@ -173,7 +173,7 @@ async def test_tick_is_only_for_tick_mode(start_server: StartServer) -> None:
     server = await start_server(lambda conn: None)
     with pytest.raises(RuntimeError, match="drive='tick'"):
         server.tick()
-    async with socker.connect(server.url):
+    async with aiosocker.connect(server.url):
         await eventually(lambda: server.connections, what="the connection")
         with pytest.raises(RuntimeError, match="poll"):
             only_connection(server).poll()

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from socker import Admission, Backoff, HandshakeRejected, Request
+from aiosocker import Admission, Backoff, HandshakeRejected, Request
 
 
 def request(origin: str | None = None, host: str = "game.example:8765", **headers: str) -> Request:

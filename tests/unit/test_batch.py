@@ -8,9 +8,9 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from socker import SockerError
-from socker.rtc import Batcher, BatchError, pack, unpack
-from socker.rtc.batch import BATCH, DEFAULT_MAX_SIZE, MAX_MAX_SIZE, SINGLE
+from aiosocker import SockerError
+from aiosocker.rtc import Batcher, BatchError, pack, unpack
+from aiosocker.rtc.batch import BATCH, DEFAULT_MAX_SIZE, MAX_MAX_SIZE, SINGLE
 
 
 def sizes_ok(frames: list[bytes], messages: list[bytes], max_size: int) -> None:

@@ -14,8 +14,8 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from socker import CloseCode, SignalingError
-from socker.rtc import (
+from aiosocker import CloseCode, SignalingError
+from aiosocker.rtc import (
     Answer,
     Bye,
     Candidate,
@@ -32,7 +32,7 @@ from socker.rtc import (
     is_signaling,
     validate_channels,
 )
-from socker.rtc.envelope import MAGIC, MAX_SDP_SIZE, MAX_TEXT_SIZE, VERSION
+from aiosocker.rtc.envelope import MAGIC, MAX_SDP_SIZE, MAX_TEXT_SIZE, VERSION
 
 SDP = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"
 
@@ -541,7 +541,7 @@ def test_validate_channels() -> None:
 
 # -- purity ----------------------------------------------------------------------------
 
-RTC = Path(__file__).parents[2] / "src" / "socker" / "rtc"
+RTC = Path(__file__).parents[2] / "src" / "aiosocker" / "rtc"
 
 
 @pytest.mark.parametrize("module", ["envelope.py", "batch.py", "__init__.py"])
@@ -558,7 +558,7 @@ def test_pure_modules_import_no_io(module: str) -> None:
 
 
 def test_importing_socker_rtc_does_not_import_aiortc() -> None:
-    code = "import sys, socker.rtc; assert 'aiortc' not in sys.modules, 'aiortc imported'"
+    code = "import sys, aiosocker.rtc; assert 'aiortc' not in sys.modules, 'aiortc imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 

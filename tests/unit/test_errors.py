@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from socker import (
+from aiosocker import (
     CloseCode,
     ConnectionClosedError,
     HandshakeRejected,

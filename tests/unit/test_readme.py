@@ -12,7 +12,7 @@ README = Path(__file__).resolve().parents[2] / "README.md"
 
 def test_readme_stage_machine_example_runs() -> None:
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.DOTALL)
-    example = next(block for block in blocks if block.startswith("from socker import Stages"))
+    example = next(block for block in blocks if block.startswith("from aiosocker import Stages"))
     done = subprocess.run(
         [sys.executable, "-c", example], capture_output=True, text=True, timeout=30
     )

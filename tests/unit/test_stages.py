@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from socker import Entered, OutOfStagesError, Stages
+from aiosocker import Entered, OutOfStagesError, Stages
 
 
 class FakeClock:
@@ -330,9 +330,9 @@ def test_stage_machine_imports_only_the_standard_library_and_no_io() -> None:
     import ast
     import pathlib
 
-    import socker.stages
+    import aiosocker.stages
 
-    src = pathlib.Path(socker.stages.__file__).parent
+    src = pathlib.Path(aiosocker.stages.__file__).parent
     for module in ("stages.py", "errors.py"):
         tree = ast.parse((src / module).read_text())
         imported = {

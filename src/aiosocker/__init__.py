@@ -1,4 +1,4 @@
-"""socker: walk every WebSocket connection through a chain of stages.
+"""aiosocker: walk every WebSocket connection through a chain of stages.
 
 The public API, re-exported from the modules that hold it.
 """
@@ -16,14 +16,14 @@ from .errors import (
     SockerError,
     StageTimeoutError,
 )
-from .routes import SOCKER_JS_PATH, Route
+from .routes import CLIENT_JS_PATH, Route
 from .server import ConnectionOptions, Server, ServerOptions, Setup, serve
 from .stages import Entered, Handler, Result, Stage, Stages
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "SOCKER_JS_PATH",
+    "CLIENT_JS_PATH",
     "Admission",
     "Authenticate",
     "Backoff",

@@ -1,4 +1,4 @@
-"""``python -m socker demo``."""
+"""``python -m aiosocker demo``."""
 
 from .cli import main
 

@@ -14,7 +14,7 @@ __all__ = ["WebsocketsTransport", "ending", "pump", "request_of"]
 
 
 class WebsocketsTransport:
-    """A :class:`~socker.connection.Transport` over a ``websockets`` connection."""
+    """A :class:`~aiosocker.connection.Transport` over a ``websockets`` connection."""
 
     __slots__ = ("ws",)
 

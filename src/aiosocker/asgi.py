@@ -7,15 +7,15 @@ or another ASGI server.
 :class:`SockerASGI` is an ASGI application. It answers:
 
 * ``websocket``: every WebSocket the host app routes to it becomes a
-  :class:`~socker.Connection` with the same admission (origin, ``max_connections``,
-  ``authenticate``), stages, hooks and close codes as ``socker.serve()``;
-* ``http``: the server's routes (``/socker.js``, ``/socker.d.ts``, your ``routes``)
+  :class:`~aiosocker.Connection` with the same admission (origin, ``max_connections``,
+  ``authenticate``), stages, hooks and close codes as ``aiosocker.serve()``;
+* ``http``: the server's routes (``/aiosocker.js``, ``/aiosocker.d.ts``, your ``routes``)
   relative to where it is mounted, 404 otherwise;
 * ``lifespan``: when it is the top-level app, shutdown runs ``server.close()`` (1001 to
   whoever is still connected; uvicorn closes WebSockets itself, 1012, before lifespan
   shutdown: ``docs/asgi.md`` has the recipe for 1001).
 
-Its :attr:`SockerASGI.server` is a :class:`socker.Server` that never listens itself: it
+Its :attr:`SockerASGI.server` is a :class:`aiosocker.Server` that never listens itself: it
 holds the registry of connections, ``tick()``, ``broadcast()`` and ``close()``, and this
 module only adapts ASGI messages to it. See ``docs/asgi.md``.
 """
@@ -46,7 +46,7 @@ __all__ = [
     "SockerASGI",
 ]
 
-logger = logging.getLogger("socker")
+logger = logging.getLogger("aiosocker")
 
 Scope: TypeAlias = MutableMapping[str, Any]
 """An ASGI connection scope."""
@@ -65,13 +65,13 @@ extension answer it with HTTP 403)."""
 
 
 ASGIOptions: TypeAlias = ConnectionOptions
-"""Keyword options of :class:`SockerASGI`: those of :class:`socker.Server` that mean
+"""Keyword options of :class:`SockerASGI`: those of :class:`aiosocker.Server` that mean
 something under an ASGI server (no host, port, path, transport or pings: the ASGI
 server and the host app own those)."""
 
 
 class ASGITransport:
-    """A :class:`~socker.connection.Transport` over one ASGI ``websocket`` scope.
+    """A :class:`~aiosocker.connection.Transport` over one ASGI ``websocket`` scope.
 
     ``send`` and ``close`` become ``websocket.send`` / ``websocket.close`` events.
     Latency is always 0: ASGI has no ping API, and the ASGI server runs its own
@@ -169,7 +169,7 @@ async def _respond(
 class SockerASGI:
     """socker as an ASGI application: mount it on a path of any ASGI app.
 
-    >>> sock = socker.asgi.SockerASGI(setup, max_connections=1000)   # doctest: +SKIP
+    >>> sock = aiosocker.asgi.SockerASGI(setup, max_connections=1000)   # doctest: +SKIP
     >>> app = Starlette(routes=[Mount("/ws", app=sock)])               # doctest: +SKIP
 
     Clients connect to ``ws://host/ws/`` (``Mount`` matches below ``/ws/``; use
@@ -178,13 +178,13 @@ class SockerASGI:
     decides the path.
 
     Args:
-        setup: called with each new :class:`~socker.Connection`; add its stages there.
-        **options: those of :class:`socker.Server` without host, port, path, transport
+        setup: called with each new :class:`~aiosocker.Connection`; add its stages there.
+        **options: those of :class:`aiosocker.Server` without host, port, path, transport
             and pings (see :class:`ASGIOptions`).
 
     Refusals (origin, ``max_connections``, ``authenticate``) happen before the
     WebSocket is accepted. With the ASGI ``websocket.http.response`` extension (uvicorn
-    has it) the client gets the same HTTP status and reason as from ``socker.serve()``
+    has it) the client gets the same HTTP status and reason as from ``aiosocker.serve()``
     (403, 503, 401...); without it the app sends ``websocket.close`` (code 1008) before
     accepting, which the ASGI spec turns into HTTP 403 whatever the cause.
 
@@ -196,7 +196,7 @@ class SockerASGI:
 
     def __init__(self, setup: Setup, **options: Unpack[ASGIOptions]) -> None:
         self.server: Server = Server(setup, ping_interval=None, ping_timeout=None, **options)
-        """The :class:`socker.Server` behind this app (never listening itself): use its
+        """The :class:`aiosocker.Server` behind this app (never listening itself): use its
         ``connections``, ``tick()``, ``broadcast()`` and ``close()``."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -209,7 +209,7 @@ class SockerASGI:
         elif kind == "lifespan":
             await self._lifespan(receive, send)
         else:
-            raise ValueError(f"socker's ASGI app does not handle {kind!r} scopes")
+            raise ValueError(f"aiosocker's ASGI app does not handle {kind!r} scopes")
 
     # -- websocket -------------------------------------------------------------------
 

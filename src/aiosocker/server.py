@@ -2,7 +2,7 @@
 
 :class:`Server` holds what every transport shares (the registry of live connections,
 hooks, ``tick()``, ``broadcast()``, graceful shutdown); a transport adapter only turns
-sockets into :class:`~socker.Connection` objects and calls :meth:`Server.run_connection`.
+sockets into :class:`~aiosocker.Connection` objects and calls :meth:`Server.run_connection`.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from .transports.websockets import WebsocketsTransport, pump
 
 __all__ = ["ConnectionOptions", "Server", "ServerOptions", "Setup", "serve"]
 
-logger = logging.getLogger("socker")
+logger = logging.getLogger("aiosocker")
 
 Setup: TypeAlias = Callable[[Connection], "Awaitable[None] | None"]
 """Called once per new connection to build its chain and hooks, like the Go example."""
@@ -51,12 +51,12 @@ class Server:
     """A socker server. Create it with :func:`serve`; use it as an async context manager.
 
     >>> async def main() -> None:                       # doctest: +SKIP
-    ...     async with socker.serve(setup, port=0) as server:
+    ...     async with aiosocker.serve(setup, port=0) as server:
     ...         print(server.url)
     ...         await server.serve_forever()
 
     Args:
-        setup: called with each new :class:`~socker.Connection`; add its stages there.
+        setup: called with each new :class:`~aiosocker.Connection`; add its stages there.
         host: interface to bind (default: loopback only).
         port: TCP port; 0 picks a free one (see :attr:`port`).
         path: the WebSocket's HTTP path; other paths serve ``routes`` or 404.
@@ -64,7 +64,7 @@ class Server:
             :meth:`tick` in your game loop.
         origins: allowed browser origins; default: same host as the request only.
         max_connections: more than this at once get HTTP 503.
-        authenticate: sees the :class:`~socker.Request`; returns the user or refuses.
+        authenticate: sees the :class:`~aiosocker.Request`; returns the user or refuses.
         max_size: largest message accepted, in bytes; a larger one closes with 1009.
         max_queue: bound of each connection's outgoing queue (and tick inbox).
         text: ``"close"`` a connection that sends a text frame (1003) or ``"ignore"``.
@@ -72,8 +72,8 @@ class Server:
         close_timeout: seconds to wait for the peer's answer to a close frame before
             dropping the connection (hooks run after it).
         on_open, on_close, on_error: hooks for every connection.
-        routes: extra HTTP routes ``{path: Route}`` (``/socker.js`` is built in).
-        transport: ``"websockets"`` (default) or ``"picows"`` (``socker[fast]``).
+        routes: extra HTTP routes ``{path: Route}`` (``/aiosocker.js`` is built in).
+        transport: ``"websockets"`` (default) or ``"picows"`` (``aiosocker[fast]``).
     """
 
     def __init__(
@@ -224,7 +224,7 @@ class Server:
             ping_interval=self.ping_interval,
             ping_timeout=self.ping_timeout,
             close_timeout=self.close_timeout,
-            server_header="socker",
+            server_header="aiosocker",
         )
         self._port = self._listener.sockets[0].getsockname()[1]
 
@@ -386,7 +386,7 @@ def serve(
 ) -> Server:
     """Create a socker server; ``async with serve(...) as server:`` starts it.
 
-    ``setup(conn)`` is called with each new :class:`~socker.Connection` to add its
+    ``setup(conn)`` is called with each new :class:`~aiosocker.Connection` to add its
     stages. The options are those of :class:`Server`.
     """
     return Server(setup, host=host, port=port, **options)

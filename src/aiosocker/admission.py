@@ -1,7 +1,7 @@
 """Who may open a WebSocket: origin, connection limit, authentication.
 
 One policy for every transport (websockets, ASGI, picows), checked on the HTTP request
-before any stage runs. A refusal is a :class:`~socker.HandshakeRejected` carrying the
+before any stage runs. A refusal is a :class:`~aiosocker.HandshakeRejected` carrying the
 HTTP status the transport answers with.
 """
 
@@ -21,7 +21,7 @@ __all__ = ["Admission", "Authenticate"]
 
 Authenticate: TypeAlias = Callable[[Request], "Any | Awaitable[Any]"]
 """Sees the request; returns the user to attach (any value), ``False`` to refuse with
-403, or raises :class:`~socker.HandshakeRejected` with its own status."""
+403, or raises :class:`~aiosocker.HandshakeRejected` with its own status."""
 
 
 def _header(request: Request, name: str) -> str | None:

@@ -1,4 +1,4 @@
-"""``socker demo``: a small real-time game on the socker stages, with its web page.
+"""``aiosocker demo``: a small real-time game on the socker stages, with its web page.
 
 Stages of every player, server side: ``hello`` (the client says hello; the server sends
 the buffered scene) -> ``rtc_ready`` -> ``rtc_answer`` -> ``rtc_open`` -> ``playing``
@@ -32,7 +32,7 @@ TICK_HZ = 30
 
 def page() -> bytes:
     """The demo's web page."""
-    return files("socker.demo").joinpath("static", "index.html").read_bytes()
+    return files("aiosocker.demo").joinpath("static", "index.html").read_bytes()
 
 
 @dataclass
@@ -197,7 +197,7 @@ async def run_demo(
 ) -> None:
     """Serve the demo until Ctrl-C or SIGTERM (or for ``seconds``)."""
     async with demo_server(host, port, bots=bots) as server:
-        announce(f"socker demo: open {server.http_url} in a few browser tabs (Ctrl-C stops)")
+        announce(f"aiosocker demo: open {server.http_url} in a few browser tabs (Ctrl-C stops)")
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -210,4 +210,4 @@ async def run_demo(
             for sig in (signal.SIGINT, signal.SIGTERM):
                 with contextlib.suppress(NotImplementedError, RuntimeError):
                     loop.remove_signal_handler(sig)
-            announce("socker demo: shutting down (code 1001 to every client)")
+            announce("aiosocker demo: shutting down (code 1001 to every client)")

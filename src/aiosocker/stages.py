@@ -9,7 +9,7 @@ Rules
 * A handler takes the message (``bytes``) and returns ``True`` (advance to the next
   stage), ``False`` (stay) or the *name* of a stage (jump there; naming the current stage
   re-enters it and restarts its timeout).
-* Advancing past the last stage raises :class:`~socker.OutOfStagesError`; the cursor stays
+* Advancing past the last stage raises :class:`~aiosocker.OutOfStagesError`; the cursor stays
   on the last stage.
 * Any other return value raises :class:`TypeError`; an unknown stage name raises
   :class:`ValueError`. A handler that raises leaves the cursor where it was.

@@ -59,7 +59,7 @@ if TYPE_CHECKING:
 
 __all__ = ["DEFAULT_CHANNELS", "RtcOptions", "RtcSession", "client_stages", "server_stages"]
 
-logger = logging.getLogger("socker.rtc")
+logger = logging.getLogger("aiosocker.rtc")
 
 DEFAULT_CHANNELS: tuple[ChannelSpec, ...] = (ChannelSpec("game"),)
 """One unordered, unreliable channel (``ordered=False, maxRetransmits=0``): UDP-like."""

@@ -20,7 +20,7 @@ from .envelope import ChannelSpec
 
 __all__ = ["DEFAULT_MAX_BUFFERED", "Channel", "MessageHandler"]
 
-logger = logging.getLogger("socker.rtc")
+logger = logging.getLogger("aiosocker.rtc")
 
 DEFAULT_MAX_BUFFERED = 256 * 1024
 """Bytes an unreliable channel lets wait in the WebRTC stack before it drops updates."""

@@ -15,7 +15,7 @@ from typing import Any
 
 __all__ = ["Background"]
 
-logger = logging.getLogger("socker")
+logger = logging.getLogger("aiosocker")
 
 
 class Background:

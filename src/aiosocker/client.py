@@ -28,7 +28,7 @@ from .transports.websockets import WebsocketsTransport, pump
 
 __all__ = ["Backoff", "connect"]
 
-logger = logging.getLogger("socker")
+logger = logging.getLogger("aiosocker")
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +64,7 @@ class Backoff:
 class connect:
     """Connect to a socker (or any binary WebSocket) server.
 
-    >>> async with socker.connect("ws://127.0.0.1:8765/") as conn:   # doctest: +SKIP
+    >>> async with aiosocker.connect("ws://127.0.0.1:8765/") as conn:   # doctest: +SKIP
     ...     @conn.stage()
     ...     def scene(message: bytes) -> bool: ...
 

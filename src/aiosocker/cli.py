@@ -1,4 +1,4 @@
-"""The ``socker`` command line: ``socker demo [--host H] [--port P] [--bots N]``."""
+"""The ``aiosocker`` command line: ``aiosocker demo [--host H] [--port P] [--bots N]``."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ __all__ = ["main"]
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
-    parser = argparse.ArgumentParser(prog="socker", description=__doc__)
+    parser = argparse.ArgumentParser(prog="aiosocker", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser("demo", help="serve the live multiplayer demo page")
     demo.add_argument("--host", default="127.0.0.1", help="interface (default: 127.0.0.1)")
@@ -23,13 +23,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(format="%(asctime)s %(name)s %(levelname)s %(message)s")
     if args.verbose:
-        logging.getLogger("socker").setLevel(logging.INFO)
+        logging.getLogger("aiosocker").setLevel(logging.INFO)
     if args.bots < 0:
         parser.error("--bots must be 0 or more")
     try:
         import aiortc  # noqa: F401  (the demo's DataChannels)
     except ImportError:
-        parser.error("the demo needs the rtc extra: pip install 'socker[rtc]'")
+        parser.error("the demo needs the rtc extra: pip install 'aiosocker[rtc]'")
     from .demo.app import run_demo
 
     asyncio.run(run_demo(args.host, args.port, bots=args.bots, seconds=args.seconds))

@@ -1,9 +1,9 @@
-// Types for socker.js, the browser client of socker (served at /socker.js and
-// /socker.d.ts by every socker server). Timeouts are in milliseconds.
+// Types for aiosocker.js, the browser client of socker (served at /aiosocker.js and
+// /aiosocker.d.ts by every socker server). Timeouts are in milliseconds.
 
 // -- errors and close codes --
 
-/** Base class of the errors socker.js throws on purpose. */
+/** Base class of the errors aiosocker.js throws on purpose. */
 export declare class SockerError extends Error {}
 /** A signaling frame was malformed or out of order (the connection closes with 4400). */
 export declare class SignalingError extends SockerError {}
@@ -32,7 +32,7 @@ export declare class ConnectionClosedError extends SockerError {
 }
 
 /** Close codes. Browsers may only send 1000 and 3000-4999: where Python sends 1003 and
- *  1011, socker.js sends 4003 and 4011. */
+ *  1011, aiosocker.js sends 4003 and 4011. */
 export declare const CloseCode: {
   readonly NORMAL: 1000;
   readonly GOING_AWAY: 1001;
@@ -46,7 +46,7 @@ export declare const CloseCode: {
   readonly STAGE_TIMEOUT: 4408;
 };
 
-/** What socker.js accepts as bytes (strings are refused: socker is binary only). */
+/** What aiosocker.js accepts as bytes (strings are refused: aiosocker is binary only). */
 export type Bytes = Uint8Array | ArrayBuffer | ArrayBufferView;
 
 // -- stages and the connection --
@@ -105,7 +105,7 @@ export declare class Connection {
   /** How the connection ended (null while open), and why. */
   readonly closeCode: number | null;
   readonly closeReason: string;
-  /** The error that made socker.js close the connection, if one did. */
+  /** The error that made aiosocker.js close the connection, if one did. */
   readonly error: unknown;
   /** How many messages may wait in defer() at once. */
   readonly maxDeferred: number;

@@ -1,4 +1,4 @@
-"""Plain HTTP routes a socker server answers beside its WebSocket (e.g. ``/socker.js``)."""
+"""Plain HTTP routes a socker server answers beside its WebSocket (e.g. ``/aiosocker.js``)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.resources import files
 
-__all__ = ["SOCKER_JS_PATH", "Route", "default_routes"]
+__all__ = ["CLIENT_JS_PATH", "Route", "default_routes"]
 
-SOCKER_JS_PATH = "/socker.js"
+CLIENT_JS_PATH = "/aiosocker.js"
 """Where every socker server serves the browser client."""
 
 
@@ -32,7 +32,7 @@ class Route:
 
 
 def _package_file(*parts: str) -> bytes | None:
-    resource = files("socker").joinpath(*parts)
+    resource = files("aiosocker").joinpath(*parts)
     return resource.read_bytes() if resource.is_file() else None
 
 
@@ -40,8 +40,8 @@ def default_routes() -> dict[str, Route]:
     """The routes every server has: the browser client and its type declarations."""
     routes: dict[str, Route] = {}
     for path, name, kind in (
-        (SOCKER_JS_PATH, "socker.js", "text/javascript; charset=utf-8"),
-        ("/socker.d.ts", "socker.d.ts", "application/typescript; charset=utf-8"),
+        (CLIENT_JS_PATH, "aiosocker.js", "text/javascript; charset=utf-8"),
+        ("/aiosocker.d.ts", "aiosocker.d.ts", "application/typescript; charset=utf-8"),
     ):
         body = _package_file("rtc", "static", name)
         if body is not None:

@@ -1,8 +1,8 @@
-"""WebRTC DataChannels next to the WebSocket (``pip install socker[rtc]``).
+"""WebRTC DataChannels next to the WebSocket (``pip install aiosocker[rtc]``).
 
 :func:`server_stages` / :func:`client_stages` add the rtc stages to a connection's chain;
 the signaling envelope and the batching codec underneath are pure. Importing
-:mod:`socker.rtc` does not import aiortc (it costs ~0.3 s and ~36 MiB): the peer
+:mod:`aiosocker.rtc` does not import aiortc (it costs ~0.3 s and ~36 MiB): the peer
 connection is made, and aiortc imported, when the first handshake starts.
 """
 

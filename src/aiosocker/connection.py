@@ -1,4 +1,4 @@
-"""Connection: binds a :class:`~socker.Stages` chain to a transport.
+"""Connection: binds a :class:`~aiosocker.Stages` chain to a transport.
 
 The transport adapter (websockets, ASGI, picows) owns the socket. It pushes each
 incoming message into :meth:`Connection.receive` and reports the end with
@@ -49,7 +49,7 @@ __all__ = [
     "Transport",
 ]
 
-logger = logging.getLogger("socker")
+logger = logging.getLogger("aiosocker")
 
 Drive: TypeAlias = Literal["async", "tick"]
 TextPolicy: TypeAlias = Literal["close", "ignore"]
@@ -115,7 +115,7 @@ class Connection:
 
     Build the chain in the ``setup`` function given to ``serve()`` or ``connect()``::
 
-        async def setup(conn: socker.Connection) -> None:
+        async def setup(conn: aiosocker.Connection) -> None:
             @conn.stage()
             async def hello(message: bytes) -> bool:
                 await conn.send(b"scene")
@@ -222,7 +222,7 @@ class Connection:
     # -- the chain -------------------------------------------------------------------
 
     def add(self, handler: H, *, name: str | None = None, timeout: float | None = None) -> H:
-        """Append a stage; see :meth:`socker.Stages.add`."""
+        """Append a stage; see :meth:`aiosocker.Stages.add`."""
         self.stages.add(handler, name=name, timeout=timeout)
         if self._opened and len(self.stages) == 1:
             self._arm_timer()
@@ -319,7 +319,7 @@ class Connection:
     def write(self, data: bytes) -> None:
         """Queue a binary message without blocking.
 
-        Raises :class:`~socker.QueueFullError` once ``max_queue`` messages wait: the
+        Raises :class:`~aiosocker.QueueFullError` once ``max_queue`` messages wait: the
         peer reads slower than you write. Use :meth:`send` to wait for room instead.
         """
         if self._closing:

@@ -2,7 +2,7 @@
 
 Sans-I/O: this module imports neither asyncio nor aiortc. :func:`encode` turns a message
 into the bytes of one binary WebSocket frame, :func:`decode` turns a frame back into a
-message or raises :class:`~socker.SignalingError` naming what is wrong with it.
+message or raises :class:`~aiosocker.SignalingError` naming what is wrong with it.
 
 Signaling frames share the WebSocket with application frames, so each one starts with
 :data:`MAGIC`; :func:`is_signaling` tells the two apart. ``docs/protocol.md`` has the
@@ -398,7 +398,7 @@ class Error:
     TYPE: ClassVar[MessageType] = MessageType.ERROR
 
     code: int
-    """A close code, usually :attr:`~socker.CloseCode.BAD_SIGNALING` (0..65535)."""
+    """A close code, usually :attr:`~aiosocker.CloseCode.BAD_SIGNALING` (0..65535)."""
     reason: str = ""
     """What went wrong (up to :data:`MAX_TEXT_SIZE` bytes of UTF-8)."""
 
@@ -638,7 +638,7 @@ _DECODERS: Final[dict[MessageType, Callable[[_Reader], Message]]] = {
 def decode(frame: bytes | bytearray | memoryview) -> Message:
     """The message in a signaling frame.
 
-    Raises :class:`~socker.SignalingError` naming the problem: not a signaling frame,
+    Raises :class:`~aiosocker.SignalingError` naming the problem: not a signaling frame,
     truncated, unsupported version, unknown type, bad UTF-8, oversize text, invalid
     channel, or bytes left over.
     """

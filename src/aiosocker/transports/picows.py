@@ -1,10 +1,10 @@
 """Adapter for ``picows`` (Cython WebSockets): the fast server transport.
 
-``serve(..., transport="picows")`` (extra ``socker[fast]``) runs the same connections,
+``serve(..., transport="picows")`` (extra ``aiosocker[fast]``) runs the same connections,
 stages, hooks and close codes as the default ``websockets`` transport on a ``picows``
 server, which spends several times less CPU per message.
 
-How it maps picows onto :class:`~socker.connection.Transport`:
+How it maps picows onto :class:`~aiosocker.connection.Transport`:
 
 * One :class:`PicowsSocket` (a ``picows.WSListener``) per connection. A binary frame
   goes straight from ``on_ws_frame`` to ``Connection.receive`` with no task and no
@@ -68,7 +68,7 @@ try:
     )
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(
-        "transport='picows' needs the picows package: pip install 'socker[fast]'"
+        "transport='picows' needs the picows package: pip install 'aiosocker[fast]'"
     ) from exc
 
 from ..connection import Connection, Request
@@ -86,7 +86,7 @@ __all__ = [
     "listen",
 ]
 
-logger = logging.getLogger("socker")
+logger = logging.getLogger("aiosocker")
 
 CLOSE_TIMEOUT = 10.0
 """Seconds to wait for the peer's answer to our close frame before dropping the socket."""
@@ -157,7 +157,7 @@ class _Resume:
 
 class PicowsSocket(WSListener):
     """One connection: a ``picows`` listener and the socker
-    :class:`~socker.connection.Transport` of its :class:`~socker.Connection`."""
+    :class:`~aiosocker.connection.Transport` of its :class:`~aiosocker.Connection`."""
 
     __slots__ = (
         "_admitting",
@@ -664,7 +664,7 @@ class _Front(asyncio.Protocol):
 
 
 class PicowsListener:
-    """The picows server of a socker :class:`~socker.Server` (its ``_fast``)."""
+    """The picows server of a socker :class:`~aiosocker.Server` (its ``_fast``)."""
 
     def __init__(self, server: Server) -> None:
         self.server = server

@@ -29,7 +29,7 @@ class CloseCode(IntEnum):
     GOING_AWAY = 1001
     """The server is shutting down (or the client is leaving)."""
     UNSUPPORTED_DATA = 1003
-    """A text frame arrived; socker speaks binary frames only."""
+    """A text frame arrived; aiosocker speaks binary frames only."""
     MESSAGE_TOO_BIG = 1009
     """A message was larger than ``max_size``."""
     INTERNAL_ERROR = 1011

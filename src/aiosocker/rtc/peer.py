@@ -147,7 +147,7 @@ def parse_candidate(
     Nothing to add: an mDNS ``.local`` candidate (aiortc would block for seconds trying
     to resolve it; the peer's checks reveal its address anyway), or the end of
     candidates (told to aiortc, it could give up before those checks arrive). Raises
-    :class:`~socker.SignalingError` for a line that is not a candidate.
+    :class:`~aiosocker.SignalingError` for a line that is not a candidate.
     """
     from aiortc.sdp import candidate_from_sdp
 

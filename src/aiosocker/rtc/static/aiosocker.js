@@ -1,9 +1,9 @@
-// socker.js: the browser client of socker. A dependency-free ES module, no build step.
+// aiosocker.js: the browser client of socker. A dependency-free ES module, no build step.
 //
-//   import * as socker from "/socker.js";        // every socker server serves it there
-//   const conn = await socker.connect("/");      // same host as the page, WebSocket path "/"
+//   import * as aiosocker from "/aiosocker.js";        // every socker server serves it there
+//   const conn = await aiosocker.connect("/");      // same host as the page, WebSocket path "/"
 //   conn.stage("scene", async (message) => { ...; await rtc.ready(); return true; });
-//   const rtc = socker.rtc.clientStages(conn);    // adds the stages rtc_offer, rtc_open
+//   const rtc = aiosocker.rtc.clientStages(conn);    // adds the stages rtc_offer, rtc_open
 //   conn.stage("play", (message) => false);       // the final stage stays
 //   rtc.onMessage("game", (bytes) => { ... });
 //
@@ -13,12 +13,12 @@
 // handled strictly one at a time, in order; conn.defer(message) hands one to the next
 // stage entered. Timeouts here are in milliseconds.
 //
-// Wire formats (docs/protocol.md) match socker.rtc.envelope and socker.rtc.batch byte
+// Wire formats (docs/protocol.md) match aiosocker.rtc.envelope and aiosocker.rtc.batch byte
 // for byte; tests/browser checks both directions against the Python codecs.
 
 // -- errors and close codes -------------------------------------------------------------
 
-/** Base class of the errors socker.js throws on purpose. */
+/** Base class of the errors aiosocker.js throws on purpose. */
 export class SockerError extends Error {
   get name() { return this.constructor.name; }
 }
@@ -79,13 +79,13 @@ export const CloseCode = Object.freeze({
 const utf8Encoder = new TextEncoder();
 const utf8Decoder = new TextDecoder("utf-8", { fatal: true }); // bad UTF-8 throws, as in Python
 
-/** A Uint8Array view of bytes; strings are refused (socker is binary only). */
+/** A Uint8Array view of bytes; strings are refused (aiosocker is binary only). */
 function asBytes(data, what = "data") {
   if (data instanceof Uint8Array) return data;
   if (data instanceof ArrayBuffer) return new Uint8Array(data);
   if (ArrayBuffer.isView(data)) return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
   if (typeof data === "string") {
-    throw new TypeError(`${what} must be bytes, got a string: socker is binary only` +
+    throw new TypeError(`${what} must be bytes, got a string: aiosocker is binary only` +
       " (encode text first, e.g. new TextEncoder().encode(text))");
   }
   throw new TypeError(`${what} must be a Uint8Array, ArrayBuffer or ArrayBufferView, got ${typeName(data)}`);
@@ -133,7 +133,7 @@ function uint(value, what, maximum) {
 
 function u16(n) { return Uint8Array.of(n >> 8, n & 0xff); }
 
-// -- the signaling envelope (socker.rtc.envelope) ------------------------------------------
+// -- the signaling envelope (aiosocker.rtc.envelope) ------------------------------------------
 
 const MAGIC = Uint8Array.of(0xff, 0x53);
 const VERSION = 1;
@@ -433,7 +433,7 @@ export const envelope = Object.freeze({
   encode, decode, isSignaling, channelSpec, validateChannels, channelOptions,
 });
 
-// -- batching (socker.rtc.batch) -----------------------------------------------------------
+// -- batching (aiosocker.rtc.batch) -----------------------------------------------------------
 
 const SINGLE = 0xb0; // one message, no length
 const BATCH = 0xb1;  // (varint length, message) repeated
@@ -527,9 +527,9 @@ function runHooks(list, ...args) {
   for (const fn of [...list]) {
     try {
       const result = fn(...args);
-      if (result && typeof result.then === "function") result.then(undefined, (err) => console.error("socker: hook failed", err));
+      if (result && typeof result.then === "function") result.then(undefined, (err) => console.error("aiosocker: hook failed", err));
     } catch (err) {
-      console.error("socker: hook failed", err);
+      console.error("aiosocker: hook failed", err);
     }
   }
 }
@@ -559,7 +559,7 @@ function webSocketUrl(url) {
 /**
  * One WebSocket connection and its chain of stages.
  *
- *   const conn = new socker.Connection("/");
+ *   const conn = new aiosocker.Connection("/");
  *   conn.stage("scene", (message) => true).stage("play", (message) => false);
  *   await conn.open();
  */
@@ -585,7 +585,7 @@ export class Connection {
     /** How the connection ended (null while open) and why. */
     this.closeCode = null;
     this.closeReason = "";
-    /** The error that made socker.js close the connection, if one did. */
+    /** The error that made aiosocker.js close the connection, if one did. */
     this.error = null;
     this._stages = [];
     this._byName = new Map();
@@ -755,7 +755,7 @@ export class Connection {
   _receive(data) {
     if (this.state !== "open") return;
     if (typeof data === "string") {
-      this._fail(new SockerError("got a text frame; socker speaks binary frames only"), CloseCode.CLIENT_UNSUPPORTED_DATA,
+      this._fail(new SockerError("got a text frame; aiosocker speaks binary frames only"), CloseCode.CLIENT_UNSUPPORTED_DATA,
         "text frames are not supported; send binary");
       return;
     }
@@ -871,7 +871,7 @@ export class Connection {
     }
     this.error ??= err;
     if (this._hooks.error.length) runHooks(this._hooks.error, err, this);
-    else if (code === CloseCode.CLIENT_ERROR) console.error(`socker: stage '${stage}' failed`, err);
+    else if (code === CloseCode.CLIENT_ERROR) console.error(`aiosocker: stage '${stage}' failed`, err);
     this.close(code, reason ?? err.message);
   }
 
@@ -890,7 +890,7 @@ export class Connection {
   }
 }
 
-/** Open a connection: await socker.connect("/") resolves once the WebSocket is open.
+/** Open a connection: await aiosocker.connect("/") resolves once the WebSocket is open.
  *  Add stages right after (before your next await) or in options.setup(conn); messages
  *  that arrive before the first stage exists wait for it. */
 export async function connect(url = "/", options = {}) {
@@ -971,7 +971,7 @@ export class Channel {
 
   _receive(data) {
     if (typeof data === "string") {
-      console.warn(`socker: channel '${this.label}' ignored a text message`);
+      console.warn(`aiosocker: channel '${this.label}' ignored a text message`);
       return;
     }
     let messages;
@@ -979,7 +979,7 @@ export class Channel {
       messages = unpack(data);
     } catch (err) {
       // A DataChannel has no close reason to carry the complaint: drop and log.
-      console.warn(`socker: channel '${this.label}' dropped a malformed frame: ${err.message}`);
+      console.warn(`aiosocker: channel '${this.label}' dropped a malformed frame: ${err.message}`);
       return;
     }
     this.received += messages.length;
@@ -988,9 +988,9 @@ export class Channel {
     for (const message of messages) {
       try {
         const result = handler(message, this.label);
-        if (result && typeof result.then === "function") result.then(undefined, (err) => console.error(`socker: channel '${this.label}' handler failed`, err));
+        if (result && typeof result.then === "function") result.then(undefined, (err) => console.error(`aiosocker: channel '${this.label}' handler failed`, err));
       } catch (err) {
-        console.error(`socker: channel '${this.label}' handler failed`, err);
+        console.error(`aiosocker: channel '${this.label}' handler failed`, err);
       }
     }
   }
@@ -1148,7 +1148,7 @@ export class RtcSession {
     pc.addEventListener("datachannel", (event) => {
       const spec = bySpec.get(event.channel.label);
       if (!spec || spec.negotiated) {
-        console.warn(`socker: ignoring channel '${event.channel.label}': the offer did not announce it`);
+        console.warn(`aiosocker: ignoring channel '${event.channel.label}': the offer did not announce it`);
         return;
       }
       this._attach(pc, event.channel, spec);
@@ -1217,7 +1217,7 @@ export class RtcSession {
         this._closePeer();
         return true;
       case "ERROR":
-        console.warn(`socker: peer reported error ${message.code}: ${message.reason}`);
+        console.warn(`aiosocker: peer reported error ${message.code}: ${message.reason}`);
         return true;
       case "RENEGOTIATE":
         this.renegotiate().catch((err) => this.conn._fail(err));

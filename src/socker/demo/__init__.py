@@ -1,1 +1,0 @@
-"""The `socker demo` app: a live multiplayer page that shows the whole flow."""
