@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import dispatch, rtc, ws
+from .figures import dispatch, rtc, ws
 from .runner import (
     DEFAULT_JSON,
     Config,

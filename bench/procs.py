@@ -1,6 +1,6 @@
 """Server subprocesses, and what ``/proc`` says about them (CPU time, memory).
 
-The server under test always runs in its own process (``python -m bench.server``), so its
+The server under test always runs in its own process (``python -m bench.servers``), so its
 CPU time and memory are its own. It prints one line when listening (``PORT <n>``, or
 ``NA <reason>`` when that server cannot exist yet, or ``ERR <error>``) and exits when its
 stdin closes, so it cannot outlive the bench.
@@ -65,6 +65,27 @@ def settled_rss_kib(pid: int, *, interval: float = 0.1, limit_s: float = 2.0) ->
     return last
 
 
+def udp_drops(pid: int) -> int:
+    """Datagrams the kernel dropped on the UDP sockets ``pid`` holds now (the ``drops``
+    column of ``/proc/net/udp{,6}``): a receiver that did not drain its socket in time.
+    0 where ``/proc`` does not say."""
+    inodes = set()
+    with contextlib.suppress(OSError):
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            with contextlib.suppress(OSError):
+                link = os.readlink(f"/proc/{pid}/fd/{fd}")
+                if link.startswith("socket:["):
+                    inodes.add(link[8:-1])
+    total = 0
+    for table in ("/proc/net/udp", "/proc/net/udp6"):
+        with contextlib.suppress(OSError), open(table) as f:
+            for line in f.readlines()[1:]:
+                fields = line.split()
+                if len(fields) > 12 and fields[9] in inodes:
+                    total += int(fields[-1])
+    return total
+
+
 def usable_cpus() -> list[int]:
     return sorted(os.sched_getaffinity(0))
 
@@ -84,7 +105,7 @@ def pinned(cpu: int | None) -> Iterator[None]:
 
 
 class ServerProcess:
-    """``python -m bench.server --kind KIND --mode MODE`` and a line reader on its stdout."""
+    """``python -m bench.servers --kind KIND --mode MODE`` and a line reader on its stdout."""
 
     def __init__(
         self,
@@ -99,7 +120,7 @@ class ServerProcess:
         self.kind = kind
         self.mode = mode
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 (closed in _release)
-        args = [sys.executable, "-m", "bench.server", "--kind", kind, "--mode", mode]
+        args = [sys.executable, "-m", "bench.servers", "--kind", kind, "--mode", mode]
         args += ["--lifetime", str(lifetime)]
         if nofile:
             args += ["--nofile", str(nofile)]

@@ -1,7 +1,7 @@
 """WebSocket figures: one-way streams, echo round trips, memory per idle connection.
 
-Every server under test is a ``python -m bench.server`` subprocess (see
-:mod:`bench.server` for the kinds); the client is :mod:`bench.wsclient` in this process.
+Every server under test is a ``python -m bench.servers`` subprocess (see
+:mod:`bench.servers` for the kinds); the client is :mod:`bench.clients.ws` in this process.
 A server kind that cannot run yet (``aiosocker.serve`` missing) answers ``NA`` and its
 figures come out ``n/a``; the raw baselines are measured regardless.
 """
@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from . import wsclient
-from .procs import ServerProcess, pinned, raise_nofile, settled_rss_kib, usable_cpus
-from .runner import Config, Interleaved, Results, Unavailable, interleave, log
+from ..clients import ws as wsclient
+from ..procs import ServerProcess, pinned, raise_nofile, settled_rss_kib, usable_cpus
+from ..runner import Config, Interleaved, Results, Unavailable, interleave, log
 
 RAW = "raw-websockets"
 SOCKER = "aiosocker"

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from aiosocker import Stages
 
-from .runner import Config, Results, interleave, log
+from ..runner import Config, Results, interleave, log
 
 MESSAGE = b"x" * 64
 

@@ -1,0 +1,89 @@
+"""The server under test, run as its own process: ``python -m bench.servers --kind K --mode M``.
+
+It listens on 127.0.0.1, port 0, prints ``PORT <n>`` once listening (``NA <reason>`` if
+this kind cannot run yet, ``ERR <error>`` if it failed) and runs until its stdin closes
+(the bench exiting closes it) or ``--lifetime`` seconds pass.
+
+Kinds (the same work on each side, so their costs compare):
+
+* ``raw-websockets``: ``websockets.asyncio.server.serve``, compression off
+  (:mod:`bench.servers.raw_websockets`).
+* ``aiosocker``: ``aiosocker.serve(setup, drive="async")`` with stage handlers.
+* ``socker-tick``: ``aiosocker.serve(setup, drive="tick")`` and a 60 Hz loop of ``server.tick()``.
+* ``raw-picows``: a ``picows`` listener (:mod:`bench.servers.raw_picows`).
+* ``socker-picows``: ``aiosocker.serve(setup, drive="async", transport="picows")``.
+  (The three ``aiosocker`` kinds: :mod:`bench.servers.aiosocker_ws`.)
+* ``raw-aiortc`` / ``socker-rtc``: the WebRTC figures (:mod:`bench.servers.raw_aiortc`,
+  :mod:`bench.servers.aiosocker_rtc`; see :mod:`bench.figures.rtc`).
+
+Modes:
+
+* ``stream``: the first message is ``b"N:<n>"``; the server counts the ``n`` messages
+  that follow and prints ``DONE <n> <wall_ns> <cpu_ns>`` (wall and process CPU time from
+  that first message to the n-th).
+* ``echo``: every message is sent back.
+* ``idle``: connections are accepted and read from; nothing else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import traceback
+from collections.abc import Awaitable, Callable
+
+from ..procs import raise_nofile
+from ..runner import Unavailable
+from .aiosocker_rtc import socker_rtc
+from .aiosocker_ws import socker_async, socker_picows, socker_tick
+from .base import Life, Ready
+from .raw_aiortc import raw_aiortc
+from .raw_picows import raw_picows
+from .raw_websockets import raw_websockets
+
+KINDS: dict[str, tuple[Callable[[str, Ready, Life], Awaitable[None]], tuple[str, ...]]] = {
+    "raw-websockets": (raw_websockets, ("stream", "echo", "idle")),
+    "aiosocker": (socker_async, ("stream", "echo", "idle")),
+    "socker-tick": (socker_tick, ("stream", "echo", "idle")),
+    "raw-picows": (raw_picows, ("stream", "echo", "idle")),
+    "socker-picows": (socker_picows, ("stream", "echo", "idle")),
+    "raw-aiortc": (raw_aiortc, ("rtc",)),
+    "socker-rtc": (socker_rtc, ("rtc",)),
+}
+
+
+def ready(port: int) -> None:
+    print(f"PORT {port}", flush=True)
+
+
+async def _main(kind: str, mode: str, lifetime: float) -> None:
+    run, modes = KINDS[kind]
+    if mode not in modes:
+        raise SystemExit(f"kind {kind!r} has no mode {mode!r} (modes: {', '.join(modes)})")
+    await run(mode, ready, Life(lifetime))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.servers", description=__doc__)
+    parser.add_argument("--kind", required=True, choices=sorted(KINDS))
+    parser.add_argument("--mode", required=True)
+    parser.add_argument("--lifetime", type=float, default=900.0, help="exit after this (s)")
+    parser.add_argument("--nofile", type=int, default=0, help="raise RLIMIT_NOFILE to this")
+    args = parser.parse_args(argv)
+    if args.nofile:
+        raise_nofile(args.nofile)
+    try:
+        asyncio.run(_main(args.kind, args.mode, args.lifetime))
+    except Unavailable as exc:
+        print(f"NA {exc}", flush=True)
+        return 0
+    except Exception as exc:
+        traceback.print_exc()
+        print(f"ERR {type(exc).__name__}: {exc}".replace("\n", " "), flush=True)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
