@@ -3,9 +3,8 @@
 The public API, re-exported from the modules that hold it.
 """
 
-from .admission import Admission, Authenticate
-from .client import Backoff, connect
-from .connection import Connection, Request, Transport
+from .client import Backoff, ClientOptions, connect
+from .connection import CloseHook, Connection, ErrorHook, OpenHook, Setup, Transport
 from .errors import (
     CloseCode,
     ConnectionClosedError,
@@ -16,24 +15,36 @@ from .errors import (
     SockerError,
     StageTimeoutError,
 )
+from .handshake import Admission, Authenticate, Headers, Request
+from .hub import Hub, HubOptions
+from .options import Drive, Settings, TextPolicy, TransportName
 from .routes import CLIENT_JS_PATH, Route
-from .server import ConnectionOptions, Server, ServerOptions, Setup, serve
+from .server import Server, ServerOptions, serve
 from .stages import Entered, Handler, Result, Stage, Stages
+from .transports.asgi import ASGIApp
 
 __version__ = "0.1.0"
 
 __all__ = [
     "CLIENT_JS_PATH",
+    "ASGIApp",
     "Admission",
     "Authenticate",
     "Backoff",
+    "ClientOptions",
     "CloseCode",
+    "CloseHook",
     "Connection",
     "ConnectionClosedError",
-    "ConnectionOptions",
+    "Drive",
     "Entered",
+    "ErrorHook",
     "Handler",
     "HandshakeRejected",
+    "Headers",
+    "Hub",
+    "HubOptions",
+    "OpenHook",
     "OutOfStagesError",
     "QueueFullError",
     "Request",
@@ -41,13 +52,16 @@ __all__ = [
     "Route",
     "Server",
     "ServerOptions",
+    "Settings",
     "Setup",
     "SignalingError",
     "SockerError",
     "Stage",
     "StageTimeoutError",
     "Stages",
+    "TextPolicy",
     "Transport",
+    "TransportName",
     "__version__",
     "connect",
     "serve",

@@ -14,19 +14,15 @@ import random
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import TypedDict, Unpack
 from urllib.parse import urlsplit
 
-from websockets.asyncio.client import ClientConnection
-from websockets.asyncio.client import connect as ws_connect
-from websockets.exceptions import InvalidHandshake, InvalidStatus
-
-from .connection import Connection, Drive, Request, TextPolicy
+from .connection import Connection, Setup
 from .errors import CloseCode, HandshakeRejected
-from .server import Setup
-from .transports.websockets import WebsocketsTransport, pump
+from .options import Drive, Settings, TextPolicy
+from .transports.websockets.client import RETRYABLE, open_client, read
 
-__all__ = ["Backoff", "connect"]
+__all__ = ["Backoff", "ClientOptions", "connect"]
 
 logger = logging.getLogger("aiosocker")
 
@@ -61,6 +57,19 @@ class Backoff:
             delay = min(delay * self.factor, self.maximum)
 
 
+class ClientOptions(TypedDict, total=False):
+    """Options a client connection shares with the server's (each documented on
+    :class:`~aiosocker.options.Settings`)."""
+
+    drive: Drive
+    max_queue: int
+    text: TextPolicy
+    max_size: int
+    ping_interval: float | None
+    ping_timeout: float | None
+    close_timeout: float
+
+
 class connect:
     """Connect to a socker (or any binary WebSocket) server.
 
@@ -76,12 +85,10 @@ class connect:
         setup: called with each new connection to build its chain.
         origin: ``Origin`` header to send (browsers always send one; scripts need not).
         headers: extra HTTP headers for the handshake (e.g. a token).
-        drive, max_queue, text: as for the server's connections.
-        max_size: largest message accepted from the server, in bytes.
-        ping_interval, ping_timeout: keepalive, in seconds.
-        close_timeout: seconds to wait for the server's answer to a close frame.
         open_timeout: seconds the handshake may take.
         backoff: delays between attempts when iterating.
+        **options: :class:`ClientOptions` (``drive``, ``max_queue``, ``text``,
+            ``max_size``, pings, ``close_timeout``), as for the server's connections.
     """
 
     def __init__(
@@ -91,15 +98,9 @@ class connect:
         *,
         origin: str | None = None,
         headers: Mapping[str, str] | None = None,
-        drive: Drive = "async",
-        max_queue: int = 1024,
-        text: TextPolicy = "close",
-        max_size: int = 2**20,
-        ping_interval: float | None = 20,
-        ping_timeout: float | None = 20,
-        close_timeout: float = 10,
         open_timeout: float | None = 10,
         backoff: Backoff | None = None,
+        **options: Unpack[ClientOptions],
     ) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("ws", "wss"):
@@ -107,43 +108,30 @@ class connect:
         self.url = url
         self.setup = setup
         self.backoff = backoff or Backoff()
-        self._ws_options: dict[str, Any] = {
-            "origin": origin,
-            "additional_headers": dict(headers or {}),
-            "max_size": max_size,
-            "ping_interval": ping_interval,
-            "ping_timeout": ping_timeout,
-            "close_timeout": close_timeout,
-            "open_timeout": open_timeout,
-            "compression": None,
-        }
-        self._conn_options: dict[str, Any] = {
-            "drive": drive,
-            "max_queue": max_queue,
-            "text": text,
-        }
+        self.settings = Settings.of(options)
+        self._origin = origin
+        self._headers = dict(headers or {})
+        self._open_timeout = open_timeout
         self._current: tuple[Connection, asyncio.Task[None]] | None = None
 
     async def _open(self) -> tuple[Connection, asyncio.Task[None]]:
-        try:
-            ws: ClientConnection = await ws_connect(self.url, **self._ws_options)
-        except InvalidStatus as exc:
-            response = exc.response
-            reason = bytes(response.body or b"").decode(errors="replace").strip()
-            raise HandshakeRejected(response.status_code, reason) from exc
-        parts = urlsplit(self.url)
-        request = Request(parts.path or "/", parts.query, {}, ws.remote_address)
-        conn = Connection(WebsocketsTransport(ws), request=request, **self._conn_options)
+        conn, transport = await open_client(
+            self.url,
+            self.settings,
+            origin=self._origin,
+            headers=self._headers,
+            open_timeout=self._open_timeout,
+        )
         try:
             if self.setup is not None:
                 result = self.setup(conn)
                 if inspect.isawaitable(result):
                     await result
-            await conn.start()
+            await conn._start()
         except BaseException:
-            await ws.close(CloseCode.INTERNAL_ERROR, "client setup failed")
+            await transport.close(CloseCode.INTERNAL_ERROR, "client setup failed")
             raise
-        return conn, asyncio.create_task(pump(ws, conn))
+        return conn, asyncio.create_task(read(conn, transport))
 
     @staticmethod
     async def _finish(conn: Connection, reader: asyncio.Task[None]) -> None:
@@ -178,7 +166,7 @@ class connect:
                 if exc.status != 503:  # refused for good (auth, origin, path)
                     raise
                 logger.info("server full (503); retrying")
-            except (OSError, InvalidHandshake, TimeoutError) as exc:
+            except RETRYABLE as exc:
                 logger.info("connecting to %s failed: %r; retrying", self.url, exc)
             else:
                 delays = self.backoff.delays()  # a success resets the backoff

@@ -1,9 +1,10 @@
 """Connection: binds a :class:`~aiosocker.Stages` chain to a transport.
 
 The transport adapter (websockets, ASGI, picows) owns the socket. It pushes each
-incoming message into :meth:`Connection.receive` and reports the end with
-:meth:`Connection.transport_closed`; the connection runs the stages, enforces stage
-timeouts with loop timers, turns failures into close codes and calls the hooks.
+incoming message into ``Connection._receive`` and reports the end with
+``Connection._transport_closed`` (private: only adapters and the hub call them); the
+connection runs the stages, enforces stage timeouts with loop timers, turns failures
+into close codes and calls the hooks.
 
 Two drives:
 
@@ -24,9 +25,8 @@ import inspect
 import itertools
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, TypeAlias, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol, TypeAlias, TypeVar
 
 from .errors import (
     CloseCode,
@@ -36,47 +36,32 @@ from .errors import (
     SignalingError,
     StageTimeoutError,
 )
+from .handshake import Request
+from .options import DEFAULTS, Drive, Settings, TextPolicy
 from .stages import Stages
 
 __all__ = [
     "CloseHook",
     "Connection",
-    "Drive",
     "ErrorHook",
     "OpenHook",
-    "Request",
-    "TextPolicy",
+    "Setup",
     "Transport",
 ]
 
 logger = logging.getLogger("aiosocker")
 
-Drive: TypeAlias = Literal["async", "tick"]
-TextPolicy: TypeAlias = Literal["close", "ignore"]
-
 OpenHook: TypeAlias = Callable[["Connection"], "Awaitable[None] | None"]
 CloseHook: TypeAlias = Callable[["Connection", int, str], "Awaitable[None] | None"]
 ErrorHook: TypeAlias = Callable[["Connection", BaseException], "Awaitable[None] | None"]
+Setup: TypeAlias = Callable[["Connection"], "Awaitable[None] | None"]
+"""Called once per new connection to build its chain and hooks, like the Go example."""
 
 H = TypeVar("H", bound=Callable[..., Any])
 
 # Close reasons must fit a control frame: 123 bytes of UTF-8.
 _MAX_REASON = 123
 _ids = itertools.count(1)
-
-
-@dataclass(frozen=True, slots=True)
-class Request:
-    """The HTTP request that opened a WebSocket, as every transport reports it."""
-
-    path: str
-    """The path, without the query string."""
-    query: str = ""
-    """The query string, without ``?``."""
-    headers: Mapping[str, str] = field(default_factory=dict)
-    """Request headers; lookups are case-insensitive for every transport socker ships."""
-    remote_address: Any = None
-    """The peer's address as the transport gives it, usually ``(host, port)``."""
 
 
 class Transport(Protocol):
@@ -165,17 +150,10 @@ class Connection:
         transport: Transport,
         *,
         request: Request | None = None,
-        drive: Drive = "async",
-        max_queue: int = 1024,
-        text: TextPolicy = "close",
+        settings: Settings = DEFAULTS,
         user: Any = None,
     ) -> None:
-        if drive not in ("async", "tick"):
-            raise ValueError(f"drive must be 'async' or 'tick', got {drive!r}")
-        if text not in ("close", "ignore"):
-            raise ValueError(f"text must be 'close' or 'ignore', got {text!r}")
-        if max_queue < 1:
-            raise ValueError(f"max_queue must be at least 1, got {max_queue}")
+        drive = settings.drive
         self.id: str = f"c{next(_ids)}"
         """A short id, unique in this process."""
         self.request = request or Request(path="/")
@@ -189,8 +167,8 @@ class Connection:
         self.drive: Drive = drive
         self._transport = transport
         self._loop = asyncio.get_running_loop()
-        self._max_queue = max_queue
-        self._text = text
+        self._max_queue = settings.max_queue
+        self._text: TextPolicy = settings.text
         self._inbox: deque[bytes] | None = deque() if drive == "tick" else None
         self._inbox_room: asyncio.Event | None = None
         self._pending: asyncio.Task[None] | None = None
@@ -345,7 +323,7 @@ class Connection:
 
     # -- receiving (called by the transport adapter) ---------------------------------
 
-    def receive(self, message: bytes | str) -> Awaitable[None] | None:
+    def _receive(self, message: bytes | str) -> Awaitable[None] | None:
         """Hand one incoming message to the chain.
 
         Returns ``None`` when done, or an awaitable the adapter must await before
@@ -357,7 +335,7 @@ class Connection:
             try:
                 result = self._feed(message)
             except Exception as exc:
-                self.fail(exc)
+                self._fail(exc)
                 return None
             if result is False:
                 return None
@@ -388,7 +366,7 @@ class Connection:
                 return None
             result = self._feed(message)
         except Exception as exc:
-            self.fail(exc)
+            self._fail(exc)
             return None
         if result is True:
             return self._changed()
@@ -459,10 +437,10 @@ class Connection:
             raise
         except ConnectionClosedError as exc:
             if not self._closing:
-                self.fail(exc)  # not ours: another connection's send() failed
+                self._fail(exc)  # not ours: another connection's send() failed
             return  # ours ended mid-handler: not a handler error
         except Exception as exc:
-            self.fail(exc)
+            self._fail(exc)
             return
         finally:
             self._handling = None
@@ -534,7 +512,7 @@ class Connection:
         self._report(exc)
         self._close_soon(CloseCode.STAGE_TIMEOUT, str(exc))
 
-    def fail(self, exc: Exception, *, where: str | None = None) -> None:
+    def _fail(self, exc: Exception, *, where: str | None = None) -> None:
         """Close the connection because of ``exc``, with the code its kind maps to
         (see ``docs/close-codes.md``), after telling the on_error hooks."""
         if where is not None:
@@ -582,7 +560,7 @@ class Connection:
 
     # -- lifecycle -------------------------------------------------------------------
 
-    async def start(self, setup: Callable[[Connection], Any] | None = None) -> None:
+    async def _start(self, setup: Callable[[Connection], Any] | None = None) -> None:
         """Called by the adapter: run ``setup(conn)`` (sync or async; if it raises, the
         connection closes with 1011, and close() stops one that hangs), then arm the
         stage timers and run the on_open hooks."""
@@ -597,7 +575,7 @@ class Connection:
                     return
                 raise
             except Exception as exc:
-                self.fail(exc, where="setup")
+                self._fail(exc, where="setup")
                 return
             finally:
                 self._handling = None
@@ -650,7 +628,7 @@ class Connection:
             ended = self._ended = self._loop.create_future()
         await asyncio.shield(ended)
 
-    async def transport_closed(self, code: int | None, reason: str) -> None:
+    async def _transport_closed(self, code: int | None, reason: str) -> None:
         """Called once by the adapter when the socket is gone: runs the close hooks."""
         if self._ended is True:
             return

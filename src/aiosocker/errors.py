@@ -18,6 +18,7 @@ __all__ = [
     "SignalingError",
     "SockerError",
     "StageTimeoutError",
+    "close_outcome",
 ]
 
 
@@ -99,3 +100,21 @@ class HandshakeRejected(SockerError):
 class SignalingError(SockerError):
     """A signaling message was malformed, out of order, or carried an SDP that was
     rejected. Connections close with :attr:`CloseCode.BAD_SIGNALING`."""
+
+
+def close_outcome(
+    sent: tuple[int, str] | None,
+    received: tuple[int, str] | None,
+    received_first: bool,
+) -> tuple[int | None, str]:
+    """How a connection ended, from the close frames it exchanged: the code and reason
+    of whichever side closed first (``None`` if no close frame went either way).
+
+    Every transport reports its end through this, so ``on_close`` hears the same code
+    for the same exchange whatever the socket library.
+    """
+    if sent is not None and (received is None or not received_first):
+        return sent
+    if received is not None:
+        return received
+    return None, ""

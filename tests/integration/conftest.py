@@ -20,7 +20,7 @@ from typing import Any, Protocol
 import pytest
 
 import aiosocker
-from aiosocker.server import TransportName
+from aiosocker import TransportName
 
 HOST = "127.0.0.1"
 
@@ -90,7 +90,7 @@ async def start_server(transport: TransportName) -> AsyncIterator[StartServer]:
     async def start(setup: aiosocker.Setup, *, port: int = 0, **options: Any) -> aiosocker.Server:
         server = aiosocker.serve(setup, HOST, port, transport=transport, **options)
         await server.start()
-        assert server.transport == transport
+        assert server.settings.transport == transport
         servers.append(server)
         return server
 

@@ -26,7 +26,7 @@ from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 import aiosocker
-from aiosocker.asgi import Message, Receive, Scope, Send, SockerASGI
+from aiosocker.transports.asgi import ASGIApp, Message, Receive, Scope, Send
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -40,13 +40,13 @@ class GracefulUvicorn(uvicorn.Server):
     """uvicorn with the shutdown recipe of docs/asgi.md: close socker's connections
     (1001, hooks run) before uvicorn closes every socket with 1012."""
 
-    def __init__(self, config: uvicorn.Config, sock: SockerASGI | None) -> None:
+    def __init__(self, config: uvicorn.Config, sock: ASGIApp | None) -> None:
         super().__init__(config)
         self.sock = sock
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         if self.sock is not None:
-            await self.sock.server.close()
+            await self.sock.hub.close()
         await super().shutdown(sockets)
 
     @contextlib.contextmanager
@@ -68,7 +68,7 @@ class Running:
 
 @contextlib.asynccontextmanager
 async def running(
-    app: Any, *, sock: SockerASGI | None = None, **config: Any
+    app: Any, *, sock: ASGIApp | None = None, **config: Any
 ) -> AsyncIterator[Running]:
     """Serve ``app`` with uvicorn on a free port; stop it (and check for leaks) after."""
     before = asyncio.all_tasks()
@@ -94,7 +94,7 @@ async def running(
     assert not leaked, f"tasks left behind: {leaked}"
 
 
-def starlette_app(sock: SockerASGI) -> Starlette:
+def starlette_app(sock: ASGIApp) -> Starlette:
     """The documented setup: socker under /ws beside a plain HTTP route."""
 
     async def home(request: HttpRequest) -> PlainTextResponse:
@@ -103,7 +103,7 @@ def starlette_app(sock: SockerASGI) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         yield
-        await sock.server.close()
+        await sock.hub.close()
 
     return Starlette(
         routes=[
@@ -196,7 +196,7 @@ def game_setup(conn: aiosocker.Connection) -> None:
 )
 async def test_full_staged_exchange_and_hooks(ws_impl: str) -> None:
     rec = Recorder()
-    sock = SockerASGI(
+    sock = ASGIApp(
         game_setup,
         authenticate=lambda request: "alice",
         routes={"/info": aiosocker.Route("text/plain", b"socker here")},
@@ -223,7 +223,7 @@ async def test_full_staged_exchange_and_hooks(ws_impl: str) -> None:
             await client.send(b"move")
             assert await asyncio.wait_for(inbox.get(), WAIT) == b"echo:move"
 
-            (conn,) = sock.server.connections.values()
+            (conn,) = sock.hub.connections.values()
             assert conn.current == "playing"
             assert [e.stage for e in conn.stages.history] == ["hello", "handshake", "playing"]
             assert conn.user == "alice"
@@ -233,11 +233,11 @@ async def test_full_staged_exchange_and_hooks(ws_impl: str) -> None:
             assert conn.remote_address[0] == "127.0.0.1"
             assert conn.latency == 0.0
             assert rec.opened == [conn]
-            assert await sock.server.broadcast(b"news") == 1
+            assert await sock.hub.broadcast(b"news") == 1
             assert await asyncio.wait_for(inbox.get(), WAIT) == b"news"
         await eventually(lambda: conn.id in rec.closed)
         assert rec.closed[conn.id] == (1000, "")
-        assert not sock.server.connections
+        assert not sock.hub.connections
         assert not rec.errors
 
         # A plain HTTP route beside socker, socker's own routes below the mount, 404.
@@ -252,7 +252,7 @@ async def test_full_staged_exchange_and_hooks(ws_impl: str) -> None:
 
 
 async def test_websocket_route_exact_path_and_plain_client() -> None:
-    sock = SockerASGI(game_setup)
+    sock = ASGIApp(game_setup)
     async with (
         running(starlette_app(sock), sock=sock) as srv,
         ws_connect(srv.ws("/play"), compression=None) as ws,
@@ -263,7 +263,7 @@ async def test_websocket_route_exact_path_and_plain_client() -> None:
         assert await ws.recv() == b"start"
         await ws.send(b"x")
         assert await ws.recv() == b"echo:x"
-        (conn,) = sock.server.connections.values()
+        (conn,) = sock.hub.connections.values()
         assert conn.request.path == "/play"
 
 
@@ -272,7 +272,7 @@ async def test_websocket_route_exact_path_and_plain_client() -> None:
 
 async def test_text_frame_closes_1003() -> None:
     rec = Recorder()
-    sock = SockerASGI(game_setup, **rec.hooks())
+    sock = ASGIApp(game_setup, **rec.hooks())
     async with running(starlette_app(sock), sock=sock) as srv:
         async with ws_connect(srv.ws()) as ws:
             await ws.send("hello as text")
@@ -284,7 +284,7 @@ async def test_text_frame_closes_1003() -> None:
 
 
 async def test_text_frame_ignored_when_asked() -> None:
-    sock = SockerASGI(game_setup, text="ignore")
+    sock = ASGIApp(game_setup, text="ignore")
     async with running(starlette_app(sock), sock=sock) as srv, ws_connect(srv.ws()) as ws:
         await ws.send("ignored")
         await ws.send(b"hello")
@@ -293,7 +293,7 @@ async def test_text_frame_ignored_when_asked() -> None:
 
 async def test_oversize_message_closes_1009_while_others_go_on() -> None:
     rec = Recorder()
-    sock = SockerASGI(game_setup, max_size=1024, **rec.hooks())
+    sock = ASGIApp(game_setup, max_size=1024, **rec.hooks())
     async with running(starlette_app(sock), sock=sock) as srv:
         async with ws_connect(srv.ws()) as big, ws_connect(srv.ws()) as small:
             await big.send(b"x" * 1025)
@@ -312,7 +312,7 @@ async def test_oversize_message_closes_1009_while_others_go_on() -> None:
 
 async def test_uvicorn_ws_max_size_also_gives_1009() -> None:
     rec = Recorder()
-    sock = SockerASGI(game_setup, max_size=1024, **rec.hooks())
+    sock = ASGIApp(game_setup, max_size=1024, **rec.hooks())
     async with running(starlette_app(sock), sock=sock, ws_max_size=1024) as srv:
         async with ws_connect(srv.ws()) as ws:
             await ws.send(b"x" * 4096)
@@ -324,7 +324,7 @@ async def test_uvicorn_ws_max_size_also_gives_1009() -> None:
 
 async def test_raising_handler_closes_1011_second_client_unaffected() -> None:
     rec = Recorder()
-    sock = SockerASGI(game_setup, **rec.hooks())
+    sock = ASGIApp(game_setup, **rec.hooks())
     async with running(starlette_app(sock), sock=sock) as srv:
         async with ws_connect(srv.ws()) as bad, ws_connect(srv.ws()) as good:
             for ws in (bad, good):
@@ -338,7 +338,7 @@ async def test_raising_handler_closes_1011_second_client_unaffected() -> None:
             assert "playing" in reason and "ValueError" in reason
             await good.send(b"still here")
             assert await good.recv() == b"echo:still here"
-            assert len(sock.server.connections) == 1
+            assert len(sock.hub.connections) == 1
         await eventually(lambda: len(rec.closed) == 2)
         (failed,) = rec.errors.values()
         assert isinstance(failed, ValueError)
@@ -348,7 +348,7 @@ async def test_setup_raising_closes_1011() -> None:
     def setup(conn: aiosocker.Connection) -> None:
         raise RuntimeError("no chain for you")
 
-    sock = SockerASGI(setup)
+    sock = ASGIApp(setup)
     async with running(starlette_app(sock), sock=sock) as srv, ws_connect(srv.ws()) as ws:
         code, reason = await closed_with(ws)
         assert code == 1011
@@ -366,7 +366,7 @@ async def test_stage_timeout_closes_4408() -> None:
             return False
 
     rec = Recorder()
-    sock = SockerASGI(setup, **rec.hooks())
+    sock = ASGIApp(setup, **rec.hooks())
     async with running(starlette_app(sock), sock=sock) as srv, ws_connect(srv.ws()) as ws:
         code, reason = await closed_with(ws)
         assert code == aiosocker.CloseCode.STAGE_TIMEOUT
@@ -377,15 +377,15 @@ async def test_stage_timeout_closes_4408() -> None:
 
 async def test_client_vanishing_without_close_frame_runs_hooks() -> None:
     rec = Recorder()
-    sock = SockerASGI(game_setup, **rec.hooks())
+    sock = ASGIApp(game_setup, **rec.hooks())
     async with running(starlette_app(sock), sock=sock) as srv:
         ws = await ws_connect(srv.ws())
-        await eventually(lambda: len(sock.server.connections) == 1)
+        await eventually(lambda: len(sock.hub.connections) == 1)
         ws.transport.abort()  # TCP gone, no closing handshake
         await eventually(lambda: len(rec.closed) == 1)
         (code, _) = next(iter(rec.closed.values()))
         assert code in (1005, 1006)
-        assert not sock.server.connections
+        assert not sock.hub.connections
         await ws.wait_closed()
 
 
@@ -394,7 +394,7 @@ async def test_client_vanishing_without_close_frame_runs_hooks() -> None:
 
 async def test_origin_rejected_403_before_any_stage() -> None:
     setups: list[aiosocker.Connection] = []
-    sock = SockerASGI(setups.append)
+    sock = ASGIApp(setups.append)
     async with running(starlette_app(sock), sock=sock) as srv:
         with pytest.raises(aiosocker.HandshakeRejected) as refused:
             async with aiosocker.connect(srv.ws(), origin="http://evil.example"):
@@ -408,7 +408,7 @@ async def test_origin_rejected_403_before_any_stage() -> None:
 
 
 async def test_origin_allow_list() -> None:
-    sock = SockerASGI(game_setup, origins=["https://game.example"])
+    sock = ASGIApp(game_setup, origins=["https://game.example"])
     async with running(starlette_app(sock), sock=sock) as srv:
         async with aiosocker.connect(srv.ws(), origin="https://game.example"):
             pass
@@ -419,14 +419,14 @@ async def test_origin_allow_list() -> None:
 
 
 async def test_max_connections_503() -> None:
-    sock = SockerASGI(game_setup, max_connections=1)
+    sock = ASGIApp(game_setup, max_connections=1)
     async with running(starlette_app(sock), sock=sock) as srv:
         async with aiosocker.connect(srv.ws()):
             with pytest.raises(aiosocker.HandshakeRejected) as refused:
                 async with aiosocker.connect(srv.ws()):
                     pass
             assert refused.value.status == 503
-        await eventually(lambda: not sock.server.connections)
+        await eventually(lambda: not sock.hub.connections)
         async with aiosocker.connect(srv.ws()):  # room again
             pass
 
@@ -439,7 +439,7 @@ async def test_authenticate_refuses_or_attaches_user() -> None:
         return False if token == "Bearer bad" else token.removeprefix("Bearer ")
 
     users: list[Any] = []
-    sock = SockerASGI(lambda conn: users.append(conn.user), authenticate=authenticate)
+    sock = ASGIApp(lambda conn: users.append(conn.user), authenticate=authenticate)
     async with running(starlette_app(sock), sock=sock) as srv:
         with pytest.raises(aiosocker.HandshakeRejected) as refused:
             async with aiosocker.connect(srv.ws()):
@@ -460,7 +460,7 @@ async def test_authenticate_crashing_is_500_and_server_goes_on() -> None:
             raise KeyError("oops")
         return None
 
-    sock = SockerASGI(game_setup, authenticate=authenticate)
+    sock = ASGIApp(game_setup, authenticate=authenticate)
     async with running(starlette_app(sock), sock=sock) as srv:
         with pytest.raises(aiosocker.HandshakeRejected) as refused:
             async with aiosocker.connect(srv.ws("/ws/?crash")):
@@ -482,7 +482,7 @@ def strip_http_response_extension(app: Any) -> Any:
 
 
 async def test_without_http_response_extension_refusals_are_403() -> None:
-    sock = SockerASGI(game_setup, max_connections=1)
+    sock = ASGIApp(game_setup, max_connections=1)
     app = strip_http_response_extension(starlette_app(sock))
     async with running(app, sock=sock) as srv, ws_connect(srv.ws()):
         with pytest.raises(InvalidStatus) as refused:
@@ -504,25 +504,25 @@ async def test_tick_drive() -> None:
             seen.append(message)
             return False
 
-    sock = SockerASGI(setup, drive="tick")
+    sock = ASGIApp(setup, drive="tick")
     async with running(starlette_app(sock), sock=sock) as srv, ws_connect(srv.ws()) as ws:
         await ws.send(b"a")
         await ws.send(b"b")
-        await eventually(lambda: sum(c.pending for c in sock.server.connections.values()) == 2)
+        await eventually(lambda: sum(c.pending for c in sock.hub.connections.values()) == 2)
         assert seen == []
-        assert sock.server.tick() == 2
+        assert sock.hub.tick() == 2
         assert seen == [b"a", b"b"]
 
 
 async def test_graceful_shutdown_closes_clients_1001() -> None:
     rec = Recorder()
-    sock = SockerASGI(game_setup, **rec.hooks())
+    sock = ASGIApp(game_setup, **rec.hooks())
     async with (
         running(starlette_app(sock), sock=sock) as srv,
         aiosocker.connect(srv.ws()) as one,
         ws_connect(srv.ws()) as two,
     ):
-        await eventually(lambda: len(sock.server.connections) == 2)
+        await eventually(lambda: len(sock.hub.connections) == 2)
         srv.server.should_exit = True  # what SIGTERM does
         await asyncio.wait_for(one.wait_closed(), WAIT)
         assert one.close_code == aiosocker.CloseCode.GOING_AWAY
@@ -538,9 +538,9 @@ async def test_plain_uvicorn_shutdown_is_1012() -> None:
     """Without the recipe uvicorn closes WebSockets itself (1012) before the lifespan
     shutdown runs; socker's hooks still hear how each connection ended."""
     rec = Recorder()
-    sock = SockerASGI(game_setup, **rec.hooks())
+    sock = ASGIApp(game_setup, **rec.hooks())
     async with running(starlette_app(sock)) as srv, ws_connect(srv.ws()) as ws:
-        await eventually(lambda: len(sock.server.connections) == 1)
+        await eventually(lambda: len(sock.hub.connections) == 1)
         srv.server.should_exit = True
         code, _ = await closed_with(ws)
         assert code == 1012
@@ -549,8 +549,8 @@ async def test_plain_uvicorn_shutdown_is_1012() -> None:
 
 
 async def test_lifespan_of_top_level_app_closes_connections() -> None:
-    """As the top-level app, SockerASGI answers lifespan; shutdown runs server.close()."""
-    sock = SockerASGI(game_setup)
+    """As the top-level app, ASGIApp answers lifespan; shutdown runs hub.close()."""
+    sock = ASGIApp(game_setup)
     events: asyncio.Queue[Message] = asyncio.Queue()
     sent: list[str] = []
     for kind in ("lifespan.startup", "lifespan.shutdown"):
@@ -562,5 +562,5 @@ async def test_lifespan_of_top_level_app_closes_connections() -> None:
     await sock({"type": "lifespan", "asgi": {"version": "3.0"}}, events.get, send)
     assert sent == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
     with pytest.raises(aiosocker.HandshakeRejected) as refused:
-        await sock.server.admit(object(), aiosocker.Request("/"))
+        await sock.hub.admit(object(), aiosocker.Request("/"))
     assert refused.value.status == 503

@@ -282,8 +282,8 @@ async def test_custom_routes_are_served(start_server: StartServer) -> None:
 
 async def test_socker_js_is_served_when_the_package_has_it(start_server: StartServer) -> None:
     server = await start_server(stay)
-    assert aiosocker.CLIENT_JS_PATH in server.routes
+    assert aiosocker.CLIENT_JS_PATH in server.hub.handshake.routes
     status, content_type, body = await http_get(server.http_url + "aiosocker.js")
     assert status == 200
     assert content_type.startswith("text/javascript")
-    assert body == server.routes[aiosocker.CLIENT_JS_PATH].render()[1]
+    assert body == server.hub.handshake.routes[aiosocker.CLIENT_JS_PATH].render()[1]

@@ -11,15 +11,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
-from typing import Any
 
 import pytest
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed, InvalidMessage
 
 import aiosocker
-from aiosocker import CloseCode, HandshakeRejected, Route
-from aiosocker.transports import picows as fast_transport
+from aiosocker import CloseCode, Route
+from aiosocker.transports.picows import listener as fast_transport
 
 from .conftest import HOST, Recorder, StartServer, collector, eventually, leftover_tasks
 from .test_connections import stalled_peer
@@ -159,30 +158,6 @@ async def test_a_slow_handshake_is_dropped(
     with pytest.raises(InvalidMessage):  # dropped: authenticate never ends in time
         async with aiosocker.connect(server.url, open_timeout=2):
             pass
-
-
-class WaitingAdmission(aiosocker.Admission):
-    """An admission policy that waits before deciding (the stepping fallback)."""
-
-    async def admit(self, request: aiosocker.Request, live: int) -> Any:
-        await asyncio.sleep(0.01)
-        if request.headers.get("X-Token") != "ok":
-            raise HandshakeRejected(403, "no")
-        return "user"
-
-
-async def test_admission_that_waits_without_authenticate_closes_with_1008() -> None:
-    users: list[Any] = []
-    server = aiosocker.serve(lambda conn: users.append(conn.user), HOST, 0, transport="picows")
-    server.admission = WaitingAdmission()
-    async with server:
-        async with aiosocker.connect(server.url, headers={"X-Token": "ok"}):
-            await eventually(lambda: users, what="setup")
-        assert users == ["user"]
-        async with aiosocker.connect(server.url) as refused:
-            await asyncio.wait_for(refused.wait_closed(), 2)
-        assert (refused.close_code, refused.close_reason) == (1008, "HTTP 403 no")
-        assert users == ["user"]
 
 
 async def test_firefox_connection_header_is_accepted(start_server: StartServer) -> None:

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from aiosocker import Admission, Backoff, HandshakeRejected, Request
+from aiosocker import Admission, Backoff, HandshakeRejected, Headers, Request
 
 
 def request(origin: str | None = None, host: str = "game.example:8765", **headers: str) -> Request:
@@ -166,8 +166,6 @@ def test_backoff_validates(options: dict[str, float]) -> None:
 
 
 def test_a_doubled_origin_header_is_refused_403() -> None:
-    from websockets.datastructures import Headers
-
     headers = Headers(
         [("Host", "game.example:8765"), ("Origin", "http://a"), ("Origin", "http://b")]
     )

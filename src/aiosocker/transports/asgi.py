@@ -1,23 +1,23 @@
-"""Mount socker on a path of any ASGI app (Starlette, FastAPI, ...), served by uvicorn
+"""Mount aiosocker on a path of any ASGI app (Starlette, FastAPI, ...), served by uvicorn
 or another ASGI server.
 
->>> sock = SockerASGI(setup, origins=["https://game.example"])   # doctest: +SKIP
+>>> sock = ASGIApp(setup, origins=["https://game.example"])   # doctest: +SKIP
 >>> app = Starlette(routes=[Mount("/ws", app=sock)])              # doctest: +SKIP
 
-:class:`SockerASGI` is an ASGI application. It answers:
+:class:`ASGIApp` is an ASGI application. It answers:
 
 * ``websocket``: every WebSocket the host app routes to it becomes a
   :class:`~aiosocker.Connection` with the same admission (origin, ``max_connections``,
   ``authenticate``), stages, hooks and close codes as ``aiosocker.serve()``;
 * ``http``: the server's routes (``/aiosocker.js``, ``/aiosocker.d.ts``, your ``routes``)
   relative to where it is mounted, 404 otherwise;
-* ``lifespan``: when it is the top-level app, shutdown runs ``server.close()`` (1001 to
+* ``lifespan``: when it is the top-level app, shutdown runs ``hub.close()`` (1001 to
   whoever is still connected; uvicorn closes WebSockets itself, 1012, before lifespan
   shutdown: ``docs/asgi.md`` has the recipe for 1001).
 
-Its :attr:`SockerASGI.server` is a :class:`aiosocker.Server` that never listens itself: it
-holds the registry of connections, ``tick()``, ``broadcast()`` and ``close()``, and this
-module only adapts ASGI messages to it. See ``docs/asgi.md``.
+Its :attr:`ASGIApp.hub` is the :class:`~aiosocker.hub.Hub` of its connections
+(``connections``, ``tick()``, ``broadcast()``, ``close()``); this module only adapts
+ASGI messages to it and to the sans-I/O handshake. See ``docs/asgi.md``.
 """
 
 from __future__ import annotations
@@ -30,20 +30,20 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from http import HTTPStatus
 from typing import Any, TypeAlias, Unpack
 
-from websockets.datastructures import Headers
-
-from .connection import Connection, Request
-from .errors import CloseCode, ConnectionClosedError, HandshakeRejected
-from .server import ConnectionOptions, Server, Setup
+from ..connection import Connection, Setup
+from ..errors import CloseCode, ConnectionClosedError, HandshakeRejected
+from ..handshake import Request, Response, refusal
+from ..hub import Hub, HubOptions
+from ..options import Settings
 
 __all__ = [
+    "ASGIApp",
     "ASGIOptions",
     "ASGITransport",
     "Message",
     "Receive",
     "Scope",
     "Send",
-    "SockerASGI",
 ]
 
 logger = logging.getLogger("aiosocker")
@@ -64,10 +64,9 @@ POLICY_VIOLATION = 1008
 extension answer it with HTTP 403)."""
 
 
-ASGIOptions: TypeAlias = ConnectionOptions
-"""Keyword options of :class:`SockerASGI`: those of :class:`aiosocker.Server` that mean
-something under an ASGI server (no host, port, path, transport or pings: the ASGI
-server and the host app own those)."""
+ASGIOptions: TypeAlias = HubOptions
+"""Keyword options of :class:`ASGIApp`: those of every way of serving (no host, port,
+path, transport or pings: the ASGI server and the host app own those)."""
 
 
 class ASGITransport:
@@ -123,12 +122,6 @@ class ASGITransport:
             await self._send({"type": "websocket.close", "code": code, "reason": reason})
 
 
-def _headers(scope: Scope) -> Headers:
-    return Headers(
-        (name.decode("latin-1"), value.decode("latin-1")) for name, value in scope["headers"]
-    )
-
-
 def _remote(scope: Scope) -> Any:
     client = scope.get("client")
     return tuple(client) if client is not None else None
@@ -146,30 +139,27 @@ def _route_path(scope: Scope) -> str:
 
 def _request(scope: Scope, path: str) -> Request:
     query = scope.get("query_string", b"").decode("latin-1")
-    return Request(path, query, _headers(scope), _remote(scope))
-
-
-async def _respond(
-    send: Send, status: int, content_type: str, body: bytes, *, head: bool = False
-) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", content_type.encode("latin-1")),
-                (b"content-length", str(len(body)).encode()),
-                (b"cache-control", b"no-cache"),
-            ],
-        }
+    headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
+    return Request.from_target(
+        f"{path}?{query}" if query else path,
+        headers,
+        _remote(scope),
+        scope.get("method", "GET"),
     )
-    await send({"type": "http.response.body", "body": b"" if head else body})
 
 
-class SockerASGI:
+def _start(answer: Response, prefix: str) -> Message:
+    return {
+        "type": f"{prefix}.start",
+        "status": answer.status,
+        "headers": [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in answer.headers],
+    }
+
+
+class ASGIApp:
     """socker as an ASGI application: mount it on a path of any ASGI app.
 
-    >>> sock = aiosocker.asgi.SockerASGI(setup, max_connections=1000)   # doctest: +SKIP
+    >>> sock = aiosocker.transports.asgi.ASGIApp(setup, max_connections=1000)   # doctest: +SKIP
     >>> app = Starlette(routes=[Mount("/ws", app=sock)])               # doctest: +SKIP
 
     Clients connect to ``ws://host/ws/`` (``Mount`` matches below ``/ws/``; use
@@ -195,8 +185,8 @@ class SockerASGI:
     """
 
     def __init__(self, setup: Setup, **options: Unpack[ASGIOptions]) -> None:
-        self.server: Server = Server(setup, ping_interval=None, ping_timeout=None, **options)
-        """The :class:`aiosocker.Server` behind this app (never listening itself): use its
+        self.hub = Hub(setup, Settings.of({**options, "ping_interval": None}))
+        """The :class:`~aiosocker.hub.Hub` of this app's connections: use its
         ``connections``, ``tick()``, ``broadcast()`` and ``close()``."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -217,71 +207,47 @@ class SockerASGI:
         message = await receive()
         if message["type"] != "websocket.connect":
             return  # the client left before the handshake
-        server = self.server
+        hub = self.hub
         request = _request(scope, scope["path"])
         transport = ASGITransport(send, request.remote_address)
         try:
-            await server.admit(transport, request)  # the transport is the admission key
+            await hub.admit(transport, request)  # the transport is the admission key
         except HandshakeRejected as exc:
-            refusal: tuple[int, str] | None = (exc.status, exc.reason)
-        except Exception:
-            logger.exception("admission of %s failed", request.path)
-            refusal = (HTTPStatus.INTERNAL_SERVER_ERROR, "admission failed")
-        else:
-            refusal = None
-        if refusal is not None:
             with contextlib.suppress(OSError):  # the client may be gone already
-                await self._reject(scope, send, *refusal)
+                await self._reject(scope, send, exc)
             return
         try:
             await send({"type": "websocket.accept"})
         except OSError:
             return  # gone; the admitted slot goes with the transport (a weak key)
-        conn = server.open_connection(transport, transport, request)
-        reader = _pump(receive, conn, transport, server.max_size)
+        conn = hub.open(transport, transport, request)
+        reader = _pump(receive, conn, transport, hub.settings.max_size)
         try:
-            await server.run_connection(conn, reader)
+            await hub.run(conn, reader)
         finally:
             if inspect.getcoroutinestate(reader) == inspect.CORO_CREATED:
                 reader.close()  # cancelled during setup: never started, never awaited
 
     @staticmethod
-    async def _reject(scope: Scope, send: Send, status: int, reason: str) -> None:
+    async def _reject(scope: Scope, send: Send, exc: HandshakeRejected) -> None:
         extensions = scope.get("extensions") or {}
         if HTTP_RESPONSE_EXTENSION in extensions:
-            body = f"{reason}\n".encode()
-            await send(
-                {
-                    "type": "websocket.http.response.start",
-                    "status": int(status),
-                    "headers": [
-                        (b"content-type", b"text/plain; charset=utf-8"),
-                        (b"content-length", str(len(body)).encode()),
-                    ],
-                }
-            )
-            await send({"type": "websocket.http.response.body", "body": body})
+            answer = refusal(exc)
+            await send(_start(answer, "websocket.http.response"))
+            await send({"type": "websocket.http.response.body", "body": answer.body})
         else:
             # Before accept, the ASGI server answers this with HTTP 403.
-            await send({"type": "websocket.close", "code": POLICY_VIOLATION, "reason": reason})
+            await send({"type": "websocket.close", "code": POLICY_VIOLATION, "reason": exc.reason})
 
     # -- http ------------------------------------------------------------------------
 
     async def _http(self, scope: Scope, send: Send) -> None:
-        route = self.server.route(_request(scope, _route_path(scope)))
-        method = scope.get("method", "GET")
-        if route is None:
-            await _respond(send, HTTPStatus.NOT_FOUND, "text/plain; charset=utf-8", b"not found\n")
-        elif method not in ("GET", "HEAD"):
-            await _respond(
-                send,
-                HTTPStatus.METHOD_NOT_ALLOWED,
-                "text/plain; charset=utf-8",
-                b"method not allowed\n",
-            )
-        else:
-            content_type, body = route.render()
-            await _respond(send, HTTPStatus.OK, content_type, body, head=method == "HEAD")
+        request = _request(scope, _route_path(scope))
+        answer = self.hub.handshake.answer(request)
+        if answer is None:  # a well-formed upgrade sent as plain HTTP: not ours to take
+            answer = Response.text(HTTPStatus.UPGRADE_REQUIRED, "upgrade through the ASGI server")
+        await send(_start(answer, "http.response"))
+        await send({"type": "http.response.body", "body": answer.body})
 
     # -- lifespan --------------------------------------------------------------------
 
@@ -291,7 +257,7 @@ class SockerASGI:
             if message["type"] == "lifespan.startup":
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
-                await self.server.close()
+                await self.hub.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
@@ -325,7 +291,7 @@ async def _pump(
                         )
                     )
                     continue
-                waiter = conn.receive(data)
+                waiter = conn._receive(data)
                 if waiter is not None:
                     await waiter
             elif kind == "websocket.disconnect":
@@ -334,6 +300,6 @@ async def _pump(
                 break
     finally:
         transport.ended(code, reason)
-        await conn.transport_closed(code, reason)
+        await conn._transport_closed(code, reason)
         if closer is not None:
             await closer

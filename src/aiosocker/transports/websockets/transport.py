@@ -1,4 +1,5 @@
-"""Adapter for the ``websockets`` library (asyncio API): server and client connections."""
+"""A :class:`~aiosocker.connection.Transport` over a ``websockets`` connection (server
+or client side), and its read pump."""
 
 from __future__ import annotations
 
@@ -6,11 +7,12 @@ from typing import Any
 
 from websockets.asyncio.connection import Connection as WsConnection
 from websockets.exceptions import ConnectionClosed
+from websockets.frames import Close
 
-from ..connection import Connection, Request
-from ..errors import ConnectionClosedError
+from ...connection import Connection
+from ...errors import ConnectionClosedError, close_outcome
 
-__all__ = ["WebsocketsTransport", "ending", "pump", "request_of"]
+__all__ = ["WebsocketsTransport", "ending", "pump"]
 
 
 class WebsocketsTransport:
@@ -39,29 +41,23 @@ class WebsocketsTransport:
         await self.ws.close(code, reason)
 
 
-def request_of(ws: WsConnection, path: str | None = None) -> Request:
-    """The socker :class:`Request` for a websockets server connection."""
-    request = getattr(ws, "request", None)
-    full = request.path if request is not None else (path or "/")
-    route, _, query = full.partition("?")
-    headers = request.headers if request is not None else {}
-    return Request(route, query, headers, ws.remote_address)
+def _pair(frame: Close | None) -> tuple[int, str] | None:
+    return None if frame is None else (frame.code, frame.reason)
 
 
 def ending(ws: WsConnection) -> tuple[int | None, str]:
     """The close code and reason that ended ``ws``, from whichever side closed first."""
     protocol = ws.protocol
-    sent, received = protocol.close_sent, protocol.close_rcvd
-    if sent is not None and (received is None or not protocol.close_rcvd_then_sent):
-        return sent.code, sent.reason
-    if received is not None:
-        return received.code, received.reason
-    return None, ""
+    return close_outcome(
+        _pair(protocol.close_sent),
+        _pair(protocol.close_rcvd),
+        bool(protocol.close_rcvd_then_sent),
+    )
 
 
 async def pump(ws: WsConnection, conn: Connection) -> None:
     """Read ``ws`` into ``conn`` until it closes, then report the end to ``conn``."""
-    receive = conn.receive
+    receive = conn._receive
     try:
         async for message in ws:
             waiter = receive(message)
@@ -71,4 +67,4 @@ async def pump(ws: WsConnection, conn: Connection) -> None:
         pass  # ending() tells how; the close hooks hear it
     finally:
         code, reason = ending(ws)
-        await conn.transport_closed(code, reason)
+        await conn._transport_closed(code, reason)

@@ -1,0 +1,84 @@
+"""The default listener: a ``websockets`` server running connections on a Hub."""
+
+from __future__ import annotations
+
+from websockets.asyncio.server import Server as WsServer
+from websockets.asyncio.server import ServerConnection
+from websockets.asyncio.server import serve as ws_serve
+from websockets.datastructures import Headers as WsHeaders
+from websockets.http11 import Request as WsRequest
+from websockets.http11 import Response as WsResponse
+
+from ...errors import HandshakeRejected
+from ...handshake import Request, Response, refusal
+from ...hub import Hub
+from .transport import WebsocketsTransport, pump
+
+__all__ = ["WebsocketsListener"]
+
+
+def _request(ws: ServerConnection, raw: WsRequest) -> Request:
+    method = getattr(raw, "method", "GET")  # websockets < 16 parses GET only
+    return Request.from_target(raw.path, raw.headers.raw_items(), ws.remote_address, method)
+
+
+def _response(answer: Response) -> WsResponse:
+    return WsResponse(answer.status, answer.reason, WsHeaders(answer.headers), answer.body)
+
+
+class WebsocketsListener:
+    """A :class:`~aiosocker.transports.Listener` on the ``websockets`` library."""
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+        self._server: WsServer | None = None
+
+    async def start(self, host: str, port: int) -> int:
+        settings = self.hub.settings
+        self._server = await ws_serve(
+            self._handler,
+            host,
+            port,
+            process_request=self._process_request,
+            process_response=self._process_response,
+            compression=None,  # binary game data; deflate costs ~60 KiB per connection
+            max_size=settings.max_size,
+            ping_interval=settings.ping_interval,
+            ping_timeout=settings.ping_timeout,
+            close_timeout=settings.close_timeout,
+            server_header="aiosocker",
+        )
+        bound: int = self._server.sockets[0].getsockname()[1]
+        return bound
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.close(close_connections=False)
+
+    async def wait_closed(self) -> None:
+        if self._server is not None:
+            await self._server.wait_closed()
+
+    async def _process_request(self, ws: ServerConnection, raw: WsRequest) -> WsResponse | None:
+        hub = self.hub
+        request = _request(ws, raw)
+        answer = hub.handshake.answer(request)
+        if answer is not None:
+            return _response(answer)
+        try:
+            await hub.admit(ws, request)
+        except HandshakeRejected as exc:
+            return _response(refusal(exc))
+        return None
+
+    def _process_response(self, ws: ServerConnection, raw: WsRequest, response: WsResponse) -> None:
+        if response.status_code != 101:
+            # Admitted, then refused by websockets: the place is free again.
+            self.hub.release(ws)
+
+    async def _handler(self, ws: ServerConnection) -> None:
+        raw = ws.request
+        assert raw is not None
+        request = _request(ws, raw)
+        conn = self.hub.open(ws, WebsocketsTransport(ws), request)
+        await self.hub.run(conn, pump(ws, conn))
