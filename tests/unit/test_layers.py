@@ -239,3 +239,93 @@ def test_find_cycle_sees_the_old_bench_cycle(tmp_path: Path) -> None:
 )
 def test_find_cycle(graph: dict[str, set[str]], cycle: list[str] | None) -> None:
     assert find_cycle(graph) == cycle
+
+
+# -- src/aiosocker ---------------------------------------------------------------------
+
+SRC = REPO / "src" / "aiosocker"
+
+SANS_IO = (
+    "aiosocker.stages",
+    "aiosocker.errors",
+    "aiosocker.options",
+    "aiosocker.routes",
+    "aiosocker.handshake",
+    "aiosocker.rtc.envelope",
+    "aiosocker.rtc.batch",
+    "aiosocker.transports.picows.framing",
+)
+"""The pure core: testable with plain function calls, no event loop, no socket."""
+
+SRC_ORDER = {"core": 0, "connection": 1, "hub": 2, "rtc": 2, "transports": 3, "entry": 4}
+"""core <- connection <- hub <- transports <- server/client (rtc sits on connection)."""
+
+SOCKET_LIBRARIES = {"websockets", "picows", "aiortc", "aioice", "socket", "ssl", "uvicorn"}
+
+
+def src_layer(module: str) -> str:
+    if module in SANS_IO:
+        return "core"
+    if module in ("aiosocker.connection", "aiosocker.background"):
+        return "connection"
+    if module == "aiosocker.hub":
+        return "hub"
+    for layer, prefix in (("rtc", "aiosocker.rtc"), ("transports", "aiosocker.transports")):
+        if module == prefix or module.startswith(prefix + "."):
+            return layer
+    return "entry"  # server, client, cli, demo, the package's __init__
+
+
+def external_imports(path: Path) -> set[str]:
+    """Top-level names of what a module imports from outside its package."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    names: set[str] = set()
+    for node in _import_nodes(tree, type_checking=True):
+        if isinstance(node, ast.Import):
+            names |= {alias.name.split(".")[0] for alias in node.names}
+        elif not node.level and node.module:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def module_path(module: str) -> Path:
+    relative = Path(*module.split(".")[1:])
+    package = SRC / relative / "__init__.py"
+    return package if package.exists() else (SRC / relative).with_suffix(".py")
+
+
+def test_src_has_no_import_cycle() -> None:
+    cycle = find_cycle(import_graph(SRC, "aiosocker"))
+    assert cycle is None, "import cycle in src/: " + " -> ".join(cycle or [])
+
+
+def test_src_layers_import_one_way() -> None:
+    graph = import_graph(SRC, "aiosocker")
+    assert {"aiosocker.hub", "aiosocker.handshake", "aiosocker.transports.asgi"} <= set(graph)
+    bad = layer_violations(graph, {m: src_layer(m) for m in graph}, SRC_ORDER)
+    assert not bad, "imports against the layers:\n" + "\n".join(bad)
+
+
+def test_no_transport_imports_the_server() -> None:
+    graph = import_graph(SRC, "aiosocker")
+    transports = [m for m in graph if src_layer(m) == "transports"]
+    assert len(transports) >= 8
+    for module in transports:
+        assert not graph[module] & {"aiosocker.server", "aiosocker.client", "aiosocker"}, module
+
+
+@pytest.mark.parametrize("module", ["aiosocker.hub", *SANS_IO])
+def test_hub_and_the_core_import_no_socket_library(module: str) -> None:
+    imported = external_imports(module_path(module))
+    assert not imported & SOCKET_LIBRARIES, f"{module} imports {imported & SOCKET_LIBRARIES}"
+
+
+@pytest.mark.parametrize("module", SANS_IO)
+def test_the_core_runs_without_an_event_loop(module: str) -> None:
+    assert "asyncio" not in external_imports(module_path(module)), module
+
+
+def test_the_layer_check_sees_a_transport_importing_the_server(tmp_path: Path) -> None:
+    graph = {"aiosocker.transports.x": {"aiosocker.server"}, "aiosocker.server": set()}
+    bad = layer_violations(graph, {m: src_layer(m) for m in graph}, SRC_ORDER)
+    assert bad == ["aiosocker.transports.x (transports) -> aiosocker.server (entry)"]
