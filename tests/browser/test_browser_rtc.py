@@ -847,8 +847,13 @@ async def test_batch_codec_matches_python(launch: Any, start_server: Any, open_p
 
 
 async def test_page_is_served_with_socker_js() -> None:
-    """The routes the tests rely on: /aiosocker.js and /aiosocker.d.ts from the package."""
+    """The routes the tests rely on: /aiosocker.js (the entry, which re-exports its
+    modules from /aiosocker/) and /aiosocker.d.ts from the package."""
     routes = aiosocker.routes.default_routes()
     assert routes["/aiosocker.js"].content_type.startswith("text/javascript")
-    assert b"export class Connection" in routes["/aiosocker.js"].render()[1]
+    assert (
+        b'export { Connection, connect } from "./aiosocker/connection.js"'
+        in (routes["/aiosocker.js"].render()[1])
+    )
+    assert b"export class Connection" in routes["/aiosocker/connection.js"].render()[1]
     assert re.search(rb"export declare class Connection", routes["/aiosocker.d.ts"].render()[1])

@@ -1,7 +1,11 @@
 // Types for aiosocker.js, the browser client of socker (served at /aiosocker.js and
 // /aiosocker.d.ts by every socker server). Timeouts are in milliseconds.
+//
+// These declare the public API of the entry, /aiosocker.js. It gathers the modules it
+// imports from /aiosocker/ (errors.js, envelope.js, batch.js, connection.js, rtc.js, and
+// the internal bytes.js, hooks.js, stages.js); each section below names its module.
 
-// -- errors and close codes --
+// -- errors and close codes (aiosocker/errors.js) --
 
 /** Base class of the errors aiosocker.js throws on purpose. */
 export declare class SockerError extends Error {}
@@ -49,7 +53,7 @@ export declare const CloseCode: {
 /** What aiosocker.js accepts as bytes (strings are refused: aiosocker is binary only). */
 export type Bytes = Uint8Array | ArrayBuffer | ArrayBufferView;
 
-// -- stages and the connection --
+// -- stages and the connection (aiosocker/stages.js, aiosocker/connection.js) --
 
 /** What a handler returns: true (advance), false (stay) or a stage name (jump). */
 export type StageResult = boolean | string;
@@ -157,7 +161,7 @@ export declare class Connection {
 /** Open a connection (default "/": the page's own server); resolves once open. */
 export declare function connect(url?: string, options?: ConnectOptions): Promise<Connection>;
 
-// -- the signaling envelope --
+// -- the signaling envelope (aiosocker/envelope.js) --
 
 /** A data channel as the OFFER describes it: W3C option names, null for absent. */
 export interface ChannelSpec {
@@ -229,6 +233,8 @@ export declare const envelope: {
   channelOptions(spec: ChannelSpec): RTCDataChannelInit;
 };
 
+// -- batching (aiosocker/batch.js) --
+
 /** The DataChannel batching codec (docs/protocol.md, section 5). */
 export declare const batch: {
   readonly SINGLE: 0xb0;
@@ -241,7 +247,7 @@ export declare const batch: {
   unpack(frame: Bytes): Uint8Array[];
 };
 
-// -- WebRTC --
+// -- WebRTC (aiosocker/rtc.js) --
 
 export interface RtcOptions {
   /** Passed to RTCPeerConnection; default [] (no public STUN server unasked). */
