@@ -9,8 +9,8 @@ or another ASGI server.
 * ``websocket``: every WebSocket the host app routes to it becomes a
   :class:`~aiosocker.Connection` with the same admission (origin, ``max_connections``,
   ``authenticate``), stages, hooks and close codes as ``aiosocker.serve()``;
-* ``http``: the server's routes (``/aiosocker.js`` and its modules, ``/aiosocker.d.ts``, your ``routes``)
-  relative to where it is mounted, 404 otherwise;
+* ``http``: the server's routes (``/aiosocker.js`` and its modules, ``/aiosocker.d.ts``,
+  your ``routes``) relative to where it is mounted, 404 otherwise;
 * ``lifespan``: when it is the top-level app, shutdown runs ``hub.close()`` (1001 to
   whoever is still connected; uvicorn closes WebSockets itself, 1012, before lifespan
   shutdown: ``docs/asgi.md`` has the recipe for 1001).
