@@ -12,7 +12,9 @@ __all__ = ["main"]
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
-    parser = argparse.ArgumentParser(prog="aiosocker", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="aiosocker", description="aiosocker: WebSocket connections walked through stages."
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser("demo", help="serve the live multiplayer demo page")
     demo.add_argument("--host", default="127.0.0.1", help="interface (default: 127.0.0.1)")
