@@ -27,7 +27,14 @@ from websockets.exceptions import ConnectionClosed
 import aiosocker
 from aiosocker.rtc import Answer, ChannelSpec, Offer, Open, Ready, decode, encode, is_signaling
 from aiosocker.rtc.peer import close_peer
-from aiosocker.rtc.session import DEFAULT_CHANNELS, RtcSession, client_stages, server_stages
+from aiosocker.rtc.session import (
+    DEFAULT_CHANNELS,
+    ClientSession,
+    RtcSession,
+    ServerSession,
+    client_stages,
+    server_stages,
+)
 
 HOST = "127.0.0.1"
 WAIT = 5.0  # bound on any single wait in these tests
@@ -83,7 +90,7 @@ class ServerSide:
     """What the server of :func:`rtc_app` saw."""
 
     conns: list[aiosocker.Connection] = field(default_factory=list)
-    sessions: list[RtcSession] = field(default_factory=list)
+    sessions: list[ServerSession] = field(default_factory=list)
     pcs: list[RTCPeerConnection] = field(default_factory=list)
     """Every peer connection a session had when it opened or when its WebSocket closed."""
     got: dict[str, list[bytes]] = field(default_factory=lambda: defaultdict(list))
@@ -97,7 +104,7 @@ class ServerSide:
             self.pcs.append(pc)
 
     @property
-    def session(self) -> RtcSession:
+    def session(self) -> ServerSession:
         assert self.sessions, "no connection has reached setup yet"
         return self.sessions[-1]
 
@@ -160,7 +167,7 @@ class ClientSide:
     """The Python client of :func:`rtc_client`."""
 
     conn: aiosocker.Connection
-    session: RtcSession
+    session: ClientSession
     got: dict[str, list[bytes]] = field(default_factory=lambda: defaultdict(list))
     control: list[bytes] = field(default_factory=list)
     open_calls: list[RtcSession] = field(default_factory=list)

@@ -22,7 +22,13 @@ import aiosocker
 from aiosocker import CloseCode
 from aiosocker.rtc import Answer, Candidate, ChannelSpec, Ready, encode
 from aiosocker.rtc.peer import IceServer, close_peer, new_peer, strip_mdns_candidates
-from aiosocker.rtc.session import RtcSession, client_stages, server_stages
+from aiosocker.rtc.session import (
+    ClientSession,
+    RtcSession,
+    ServerSession,
+    client_stages,
+    server_stages,
+)
 
 from .conftest import leftover_tasks
 from .rtc_helpers import (
@@ -105,6 +111,71 @@ async def test_full_flow_stage_history_hooks_and_channels(serve: Any) -> None:
         await cli.conn.send(b"control")
         await eventually(lambda: srv.control == [b"control"], what="control message")
         assert srv.close_calls == [] and cli.close_calls == []
+
+
+# -- one session class per side ----------------------------------------------------------
+
+
+def rtc_stages_of(conn: aiosocker.Connection, session: RtcSession) -> list[tuple[str, Any]]:
+    """``(name, handler)`` of the chain's stages that ``session`` added, in order."""
+    return [
+        (stage.name, stage.handler)
+        for stage in conn.stages
+        if getattr(stage.handler, "__self__", None) is session
+    ]
+
+
+async def test_each_side_gets_its_own_session_class_with_its_stages_as_data(
+    serve: Any,
+) -> None:
+    """server_stages() makes a ServerSession, client_stages() a ClientSession; each adds
+    exactly the stages its class declares, in order, as methods bound to the session
+    (no dispatch on a role string), between the app's stages."""
+    made: list[tuple[aiosocker.Connection, ServerSession]] = []
+
+    def setup(conn: aiosocker.Connection) -> None:
+        conn.add(lambda message: True, name="hello")
+        made.append((conn, server_stages(conn)))
+        conn.add(lambda message: False, name="control")
+
+    server = await serve(setup)
+    async with aiosocker.connect(server.url) as conn:
+        conn.add(lambda message: True, name="scene")
+        client = client_stages(conn)
+        conn.add(lambda message: False, name="control")
+        await eventually(lambda: made, what="the server's setup")
+        server_conn, srv = made[0]
+
+        assert type(srv) is ServerSession and type(client) is ClientSession
+        assert isinstance(srv, RtcSession) and isinstance(client, RtcSession)
+        assert server_conn.stages.names == tuple(SERVER_STAGES)
+        assert conn.stages.names == tuple(CLIENT_STAGES)
+        for session, expected in (
+            (srv, ["rtc_ready", "rtc_answer", "rtc_open"]),
+            (client, ["rtc_offer", "rtc_open"]),
+        ):
+            on_chain = rtc_stages_of(server_conn if session is srv else conn, session)
+            assert [name for name, _ in on_chain] == expected
+            declared = type(session).STAGES
+            assert [name for name, _ in declared] == expected
+            assert [handler.__func__ for _, handler in on_chain] == [f for _, f in declared]
+        # rtc_open is shared: the base's, with a per-side step (the server sends OPEN).
+        assert ServerSession.STAGES[-1][1] is RtcSession._rtc_open
+        assert ClientSession.STAGES[-1][1] is RtcSession._rtc_open
+
+        # No role left to branch on, and no per-role method names on any class.
+        for cls in (RtcSession, ServerSession, ClientSession):
+            assert not hasattr(cls, "role")
+            assert not [n for n in dir(cls) if n.startswith(("_server_", "_client_"))]
+        with pytest.raises(TypeError, match="abstract"):
+            RtcSession(conn)  # type: ignore[abstract]
+
+        # What differs by side still does, with the same errors.
+        with pytest.raises(RuntimeError, match="ready\\(\\) is the client's call"):
+            await srv.ready()
+        with pytest.raises(LookupError, match="no channel 'chat'; the channels are"):
+            srv.send(b"x", "chat")
+        assert client.send(b"x", "chat") is False  # the client learns labels from the offer
 
 
 # -- 1,000 messages each way, paced per tick ------------------------------------------------

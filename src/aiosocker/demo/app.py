@@ -21,7 +21,7 @@ from importlib.resources import files
 from ..client import connect
 from ..connection import Connection
 from ..routes import Route
-from ..rtc.session import RtcSession, client_stages, server_stages
+from ..rtc.session import ClientSession, ServerSession, client_stages, server_stages
 from ..server import Server, serve
 from .world import SIZE, World, control, parse_control, position
 
@@ -40,7 +40,7 @@ class Demo:
     """The demo server's state: the world and the live sessions."""
 
     world: World = field(default_factory=World)
-    sessions: dict[int, tuple[Connection, RtcSession]] = field(default_factory=dict)
+    sessions: dict[int, tuple[Connection, ServerSession]] = field(default_factory=dict)
     server: Server | None = None
     messages_in: int = 0
     messages_out: int = 0
@@ -152,7 +152,7 @@ async def run_bot(url: str, name: str, *, seconds: float | None = None) -> None:
 
     async with connect(url, setup) as conn:
         await conn.send(control("hello", name=name, bot=True))
-        rtc: RtcSession = conn.state["rtc"]
+        rtc: ClientSession = conn.state["rtc"]
         x, y = random.uniform(0, SIZE), random.uniform(0, SIZE)
         heading = random.uniform(0, 2 * math.pi)
         deadline = None if seconds is None else time.monotonic() + seconds

@@ -1,9 +1,10 @@
 """WebRTC DataChannels next to the WebSocket (``pip install aiosocker[rtc]``).
 
-:func:`server_stages` / :func:`client_stages` add the rtc stages to a connection's chain;
-the signaling envelope and the batching codec underneath are pure. Importing
-:mod:`aiosocker.rtc` does not import aiortc (it costs ~0.3 s and ~36 MiB): the peer
-connection is made, and aiortc imported, when the first handshake starts.
+:func:`server_stages` / :func:`client_stages` add the rtc stages to a connection's chain
+and return its :class:`ServerSession` / :class:`ClientSession` (both an
+:class:`RtcSession`). The signaling envelope and the batching codec underneath are pure.
+Importing :mod:`aiosocker.rtc` does not import aiortc (it costs ~0.3 s and ~36 MiB): the
+peer connection is made, and aiortc imported, when the first handshake starts.
 """
 
 from .batch import Batcher, BatchError, pack, unpack
@@ -26,7 +27,15 @@ from .envelope import (
     validate_channels,
 )
 from .peer import IceServer, strip_mdns_candidates
-from .session import DEFAULT_CHANNELS, RtcOptions, RtcSession, client_stages, server_stages
+from .session import (
+    DEFAULT_CHANNELS,
+    ClientSession,
+    RtcOptions,
+    RtcSession,
+    ServerSession,
+    client_stages,
+    server_stages,
+)
 
 __all__ = [
     "DEFAULT_CHANNELS",
@@ -37,6 +46,7 @@ __all__ = [
     "Candidate",
     "Channel",
     "ChannelSpec",
+    "ClientSession",
     "Error",
     "IceServer",
     "Message",
@@ -47,6 +57,7 @@ __all__ = [
     "Renegotiate",
     "RtcOptions",
     "RtcSession",
+    "ServerSession",
     "client_stages",
     "decode",
     "encode",
