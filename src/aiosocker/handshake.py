@@ -87,7 +87,10 @@ class Headers(Mapping[str, str]):
         return isinstance(name, str) and name.lower() in self._index
 
     def __iter__(self) -> Iterator[str]:
-        return iter({name: None for name, _ in self._items})
+        first: dict[str, str] = {}  # one name per header, as len() counts them
+        for name, _ in self._items:
+            first.setdefault(name.lower(), name)
+        return iter(first.values())
 
     def __len__(self) -> int:
         return len(self._index)

@@ -126,7 +126,7 @@ class CloseBook:
     def outcome(self) -> tuple[int | None, str]:
         """The code and reason of whichever side closed first (``None``: neither)."""
         code, reason = close_outcome(self._sent, self._received, self._received_first)
-        ours = (code, reason) == self._sent
+        ours = self._sent is not None and not self._received_first  # not an echo
         if ours and code == CloseCode.GOING_AWAY and reason.startswith(PING_TIMEOUT):
             # picows' keepalive gave up (and sent 1001): report it as websockets does.
             return CloseCode.INTERNAL_ERROR, "keepalive ping timeout"
