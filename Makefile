@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck pytest bench bench-quick system clean
+.PHONY: demo test lint typecheck docs pytest bench bench-quick system clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -11,19 +11,24 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-# System packages the tests use (headless Chromium). Installed with apt-get when root.
+# System packages the tests use: headless Chromium, and node/npm (the npm package's test
+# packs the browser client and bundles it with esbuild). Installed with apt-get when root.
 system:
-	@if command -v chromium >/dev/null 2>&1; then :; \
+	@pkgs=""; \
+	command -v chromium >/dev/null 2>&1 || pkgs="chromium"; \
+	command -v node >/dev/null 2>&1 || pkgs="$$pkgs nodejs"; \
+	command -v npm >/dev/null 2>&1 || pkgs="$$pkgs npm"; \
+	if [ -z "$$pkgs" ]; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
-	else echo "install Debian's 'chromium' package (browser tests need /usr/bin/chromium)"; exit 1; fi
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$pkgs; \
+	else echo "install Debian's packages:$$pkgs (browser tests need /usr/bin/chromium, the npm test node and npm)"; exit 1; fi
 
 demo: $(STAMP)
 	$(PY) -m aiosocker demo
 
 lint: $(STAMP)
-	$(PY) -m ruff check src tests bench examples
-	$(PY) -m ruff format --check src tests bench examples
+	$(PY) -m ruff check src tests bench examples docs/hooks
+	$(PY) -m ruff format --check src tests bench examples docs/hooks
 
 typecheck: $(STAMP)
 	$(PY) -m mypy
@@ -31,7 +36,17 @@ typecheck: $(STAMP)
 pytest: $(STAMP) system
 	$(PY) -m pytest --cov --cov-report=term
 
-test: lint typecheck pytest
+# The docs site (mkdocs.yml): `make docs` builds it into site/. --strict turns a broken link,
+# a missing anchor or an API reference that does not resolve into a failure.
+DOCS_STAMP := $(VENV)/.docs-installed
+$(DOCS_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e '.[dev,docs]'
+	touch $(DOCS_STAMP)
+
+docs: $(DOCS_STAMP)
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict
+
+test: lint typecheck docs pytest
 
 # The benchmarks also draw their plot (matplotlib) and time a headless Chromium.
 BENCH_STAMP := $(VENV)/.bench-installed
@@ -46,4 +61,4 @@ bench-quick: $(BENCH_STAMP) system
 	$(PY) -m bench --quick
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage htmlcov
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage htmlcov site dist
