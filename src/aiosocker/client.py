@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 from .connection import Connection, Setup
 from .errors import CloseCode, HandshakeRejected
+from .limits import Rate
 from .options import Drive, Settings, TextPolicy
 from .transports.websockets.client import RETRYABLE, open_client, read
 
@@ -68,6 +69,8 @@ class ClientOptions(TypedDict, total=False):
     ping_interval: float | None
     ping_timeout: float | None
     close_timeout: float
+    max_memory: int
+    rate: Rate | None
 
 
 class connect:

@@ -32,11 +32,14 @@ from .errors import (
     CloseCode,
     ConnectionClosedError,
     OutOfStagesError,
+    OverMemoryError,
     QueueFullError,
+    RateExceededError,
     SignalingError,
     StageTimeoutError,
 )
 from .handshake import Request
+from .limits import Bucket, Rate
 from .options import DEFAULTS, Drive, Settings, TextPolicy
 from .stages import Stages
 
@@ -110,25 +113,32 @@ class Connection:
     # Slots and lazily made queues, sets and futures: an idle connection is mostly this
     # object, and servers hold thousands (see conn_mem in docs/performance.md).
     __slots__ = (
+        "_bucket",
+        "_budget",
         "_cancelling",
         "_close_hooks",
         "_close_sent",
         "_closing",
         "_deferred",
+        "_deferred_bytes",
         "_direct",
         "_ended",
         "_error_hooks",
         "_feed",
         "_handling",
+        "_in_bytes",
         "_inbox",
         "_inbox_room",
         "_intercept",
+        "_limited",
         "_loop",
         "_max_queue",
         "_open_hooks",
         "_opened",
+        "_out_bytes",
         "_outbox",
         "_pending",
+        "_rate",
         "_tasks",
         "_text",
         "_timer",
@@ -168,6 +178,12 @@ class Connection:
         self._transport = transport
         self._loop = asyncio.get_running_loop()
         self._max_queue = settings.max_queue
+        self._budget = settings.max_memory
+        # Bytes held in the outbox, the deferred queue and the tick inbox.
+        self._out_bytes = self._deferred_bytes = self._in_bytes = 0
+        self._rate = settings.rate
+        self._bucket: Bucket | None = None
+        self._limited = settings.rate is not None  # some rate applies: no fast path
         self._text: TextPolicy = settings.text
         self._inbox: deque[bytes] | None = deque() if drive == "tick" else None
         self._inbox_room: asyncio.Event | None = None
@@ -179,8 +195,9 @@ class Connection:
         self._writer: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._intercept: Callable[[bytes], bool] | None = None
-        # The common case (async drive, no intercept) takes a shortcut in receive().
-        self._direct = drive == "async"
+        # The common case (async drive, no intercept, no rate) takes a shortcut in
+        # _receive().
+        self._direct = drive == "async" and not self._limited
         self._feed = self.stages.feed
         self._tasks: set[asyncio.Task[Any]] | None = None
         self._open_hooks: tuple[OpenHook, ...] = ()
@@ -199,18 +216,31 @@ class Connection:
 
     # -- the chain -------------------------------------------------------------------
 
-    def add(self, handler: H, *, name: str | None = None, timeout: float | None = None) -> H:
-        """Append a stage; see :meth:`aiosocker.Stages.add`."""
-        self.stages.add(handler, name=name, timeout=timeout)
+    def add(
+        self,
+        handler: H,
+        *,
+        name: str | None = None,
+        timeout: float | None = None,
+        rate: Rate | None = None,
+    ) -> H:
+        """Append a stage; see :meth:`aiosocker.Stages.add`. ``rate`` bounds how fast the
+        peer may send while in it (4429 past it)."""
+        self.stages.add(handler, name=name, timeout=timeout, rate=rate)
+        if rate is not None:
+            self._limited = True
+            self._direct = False
         if self._opened and len(self.stages) == 1:
             self._arm_timer()
         return handler
 
-    def stage(self, *, name: str | None = None, timeout: float | None = None) -> Callable[[H], H]:
+    def stage(
+        self, *, name: str | None = None, timeout: float | None = None, rate: Rate | None = None
+    ) -> Callable[[H], H]:
         """Decorator form of :meth:`add`."""
 
         def decorate(handler: H) -> H:
-            return self.add(handler, name=name, timeout=timeout)
+            return self.add(handler, name=name, timeout=timeout, rate=rate)
 
         return decorate
 
@@ -224,7 +254,9 @@ class Connection:
         if handler is not None and self._intercept is not None:
             raise RuntimeError(f"connection {self.id} already has an intercept handler")
         self._intercept = handler
-        self._direct = handler is None and self.drive == "async" and not self._closing
+        self._direct = (
+            handler is None and self.drive == "async" and not self._closing and not self._limited
+        )
 
     def jump(self, name: str) -> None:
         """Move to stage ``name`` from outside a handler (e.g. when a channel dies)."""
@@ -297,13 +329,20 @@ class Connection:
     def write(self, data: bytes) -> None:
         """Queue a binary message without blocking.
 
-        Raises :class:`~aiosocker.QueueFullError` once ``max_queue`` messages wait: the
-        peer reads slower than you write. Use :meth:`send` to wait for room instead.
+        Raises :class:`~aiosocker.QueueFullError` once ``max_queue`` messages or
+        ``max_memory`` bytes wait: the peer reads slower than you write. Use :meth:`send`
+        to wait for room instead.
         """
         if self._closing:
             raise ConnectionClosedError(self.close_code, self.close_reason)
         outbox = self._outbox = self._room(self._outbox, "queued; the peer is not keeping up")
+        if self._held() + len(data) > self._budget:
+            raise QueueFullError(
+                f"connection {self.id}: {self._out_bytes} bytes queued; the peer is not"
+                f" keeping up (max_memory={self._budget})"
+            )
         outbox.append(data)
+        self._out_bytes += len(data)
         if self._writer is None:
             # Spawned only while there is a backlog: an idle connection holds no task.
             self._writer = self._loop.create_task(self._drain())
@@ -314,10 +353,11 @@ class Connection:
         try:
             while outbox and not self._closing:
                 await self._transport.send(outbox[0])
-                outbox.popleft()
+                self._out_bytes -= len(outbox.popleft())
         except Exception as exc:  # the transport failed; its reader reports the end
             logger.debug("connection %s: write failed: %r", self.id, exc)
             outbox.clear()
+            self._out_bytes = 0
         finally:
             self._writer = None
 
@@ -349,10 +389,13 @@ class Connection:
                 self._text_frame(message)
                 return None
             message = bytes(message)
+        if self._limited and not self._within_rate(message):
+            return None
         inbox = self._inbox
         if inbox is not None:
             inbox.append(message)
-            if len(inbox) >= self._max_queue:
+            self._in_bytes += len(message)
+            if not self._inbox_has_room():
                 return self._wait_for_room()
             return None
         pending = self._dispatch(message)
@@ -383,6 +426,8 @@ class Connection:
             return None
         if self._inbox is not None:
             self._inbox.extendleft(reversed(deferred))
+            self._in_bytes += self._deferred_bytes
+            self._deferred_bytes = 0
             deferred.clear()
             return None
         return self._replay()
@@ -392,6 +437,7 @@ class Connection:
         assert deferred is not None
         batch = list(deferred)
         deferred.clear()  # what the next stage defers again waits for the one after
+        self._deferred_bytes = 0
         for message in batch:
             if self._closing:
                 return
@@ -402,9 +448,41 @@ class Connection:
     def defer(self, message: bytes) -> None:
         """From a handler: hand ``message`` to the next stage entered, instead of this
         one (e.g. an app message that arrives during the rtc handshake). Deferred
-        messages come before newer ones; at most ``max_queue`` wait."""
+        messages come before newer ones; at most ``max_queue`` wait, and together with
+        the connection's other queues at most ``max_memory`` bytes: past that the
+        connection closes with 4413 (the peer is sending what nobody takes yet)."""
         deferred = self._deferred = self._room(self._deferred, f"deferred in {self.current!r}")
+        if self._held() + len(message) > self._budget:
+            raise OverMemoryError(
+                f"{self._deferred_bytes + len(message)} bytes deferred (max_memory={self._budget})"
+            )
         deferred.append(message)
+        self._deferred_bytes += len(message)
+
+    def _held(self) -> int:
+        return self._out_bytes + self._deferred_bytes + self._in_bytes
+
+    def _inbox_has_room(self) -> bool:
+        inbox = self._inbox
+        return inbox is None or (len(inbox) < self._max_queue and self._held() < self._budget)
+
+    def _within_rate(self, message: bytes) -> bool:
+        # The current stage's rate, else the connection's; one bucket while it holds.
+        rate = self._rate
+        if len(self.stages):
+            rate = self.stages.current_stage.rate or rate
+        if rate is None:
+            return True
+        now = self._loop.time()
+        bucket = self._bucket
+        if bucket is None or bucket.rate is not rate:
+            bucket = self._bucket = Bucket(rate, now)
+        if bucket.take(len(message), now):
+            return True
+        stage = self.stages.current if len(self.stages) else "?"
+        self._report(RateExceededError(stage, rate))
+        self._close_soon(CloseCode.OVER_RATE, f"stage {stage!r}: over its rate limit")
+        return False
 
     def _room(self, queue: deque[bytes] | None, what: str) -> deque[bytes]:
         # Queues are made on first use (an idle connection holds none) and bounded.
@@ -476,11 +554,13 @@ class Connection:
         handled = 0
         while inbox and self._pending is None and not self._closing:
             handled += 1
-            pending = self._dispatch(inbox.popleft())
+            message = inbox.popleft()
+            self._in_bytes -= len(message)
+            pending = self._dispatch(message)
             if pending is not None:
                 self._pending = self._loop.create_task(self._finish_pending(pending))
         room = self._inbox_room
-        if room is not None and len(inbox) < self._max_queue:
+        if room is not None and self._inbox_has_room():
             room.set()
         return handled
 
@@ -523,6 +603,8 @@ class Connection:
         stage = self.stages.current if len(self.stages) else "?"
         if isinstance(exc, SignalingError):
             code, reason = CloseCode.BAD_SIGNALING, f"stage {stage!r}: {exc}"
+        elif isinstance(exc, OverMemoryError):
+            code, reason = CloseCode.OVER_MEMORY, f"stage {stage!r}: {exc}"
         elif isinstance(exc, OutOfStagesError):
             code, reason = CloseCode.INTERNAL_ERROR, f"stage {stage!r} ran past the last stage"
         else:
@@ -634,7 +716,9 @@ class Connection:
             return
         self._closing = True
         self._direct = False
-        if self._close_sent is not None:
+        if code is None and self._close_sent is not None:
+            # The transport saw no close frame go either way (ASGI cannot tell): say
+            # what we asked for. Otherwise its report is what went on the wire.
             code, reason = self._close_sent
         self.close_code = 1006 if code is None else code  # 1006: ended without a close frame
         self.close_reason = reason

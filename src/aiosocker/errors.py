@@ -14,7 +14,9 @@ __all__ = [
     "ConnectionClosedError",
     "HandshakeRejected",
     "OutOfStagesError",
+    "OverMemoryError",
     "QueueFullError",
+    "RateExceededError",
     "SignalingError",
     "SockerError",
     "StageTimeoutError",
@@ -41,6 +43,11 @@ class CloseCode(IntEnum):
     STAGE_TIMEOUT = 4408
     """A stage's ``timeout`` expired before its handler advanced. The reason names the
     stage."""
+    OVER_MEMORY = 4413
+    """The peer made this side hold more than ``max_memory`` bytes for its connection
+    (deferred messages, replies it does not read)."""
+    OVER_RATE = 4429
+    """The peer sent faster than its ``rate`` allows (messages or bytes per second)."""
 
 
 class SockerError(Exception):
@@ -77,6 +84,21 @@ class QueueFullError(SockerError):
     The peer reads slower than the application writes. Use ``await send()`` to wait for
     room, raise ``max_queue``, or drop the message (a game often should).
     """
+
+
+class OverMemoryError(SockerError):
+    """A connection went over its ``max_memory`` byte budget because of its peer; it
+    closes with :attr:`CloseCode.OVER_MEMORY`."""
+
+
+class RateExceededError(SockerError):
+    """The peer sent faster than the rate of its stage (or connection) allows; the
+    connection closes with :attr:`CloseCode.OVER_RATE`."""
+
+    def __init__(self, stage: str, rate: object) -> None:
+        self.stage = stage
+        self.rate = rate
+        super().__init__(f"stage {stage!r}: the peer sent faster than {rate}")
 
 
 class ConnectionClosedError(SockerError):

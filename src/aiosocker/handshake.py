@@ -28,6 +28,7 @@ from __future__ import annotations
 import base64
 import binascii
 import inspect
+import ipaddress
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -122,6 +123,9 @@ class Request:
     """The peer's address as the transport gives it, usually ``(host, port)``."""
     method: str = "GET"
     """The HTTP method."""
+    local_address: Any = None
+    """The server's own address the request came in on, ``(host, port)``, if known
+    (the default ``allowed_hosts`` rule reads it)."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.headers, Headers):
@@ -134,10 +138,21 @@ class Request:
         headers: Iterable[tuple[str, str]] | Mapping[str, str],
         remote_address: Any = None,
         method: str = "GET",
+        local_address: Any = None,
     ) -> Request:
         """Build it from a request target (``/path?query``) as read off the wire."""
         path, _, query = target.partition("?")
-        return cls(path or "/", query, Headers(headers), remote_address, method.upper())
+        return cls(
+            path or "/", query, Headers(headers), remote_address, method.upper(), local_address
+        )
+
+    @property
+    def remote_ip(self) -> str:
+        """The peer's IP address as a string (``""`` if unknown)."""
+        address = self.remote_address
+        if isinstance(address, (tuple, list)) and address:
+            return str(address[0])
+        return "" if address is None else str(address)
 
     def header(self, name: str) -> str | None:
         """The value of header ``name``; 403 if the request carries it more than once
@@ -187,6 +202,35 @@ def _with_length(
 def refusal(exc: HandshakeRejected) -> Response:
     """The HTTP answer to a refused handshake: its status, its reason as the body."""
     return Response.text(exc.status, exc.reason)
+
+
+def _host_of(address: Any) -> str:
+    if isinstance(address, (tuple, list)) and address:
+        return str(address[0])
+    return ""
+
+
+def _hostname(host: str) -> str:
+    """``Host`` header value -> the bare lower-case name (no port, no brackets)."""
+    try:
+        return (urlsplit(f"//{host}").hostname or "").lower()
+    except ValueError:
+        return host.lower()
+
+
+def _host_matches(name: str, allowed: str) -> bool:
+    if allowed.startswith("."):  # the domain and every subdomain
+        return name == allowed[1:] or name.endswith(allowed)
+    return name == allowed
+
+
+def _is_loopback(name: str) -> bool:
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
 
 
 def _tokens(value: str | None) -> set[str]:
@@ -263,10 +307,40 @@ class Handshake:
     """Plain HTTP answers by path."""
     admission: Admission
     """Who may open a WebSocket."""
+    allowed_hosts: Sequence[str] | None = None
+    """``Host`` names served (see :meth:`check_host`)."""
+
+    def check_host(self, request: Request) -> None:
+        """Refuse (421) a ``Host`` this server does not answer to: DNS rebinding.
+
+        ``allowed_hosts=None`` (the default): a request that came in on a loopback
+        address must name a loopback host (``localhost``, ``*.localhost``,
+        ``127.0.0.0/8``, ``::1``); on other addresses every name is served.
+        A list: its names only (``".example.com"`` matches the domain and every
+        subdomain; ``"*"`` matches all). Ports are not compared.
+        """
+        rule = self.allowed_hosts
+        if rule is not None and "*" in rule:
+            return
+        if rule is None and not _is_loopback(_host_of(request.local_address)):
+            return
+        name = _hostname(request.header("Host") or "")
+        if rule is None:
+            ok = _is_loopback(name)
+        else:
+            ok = any(_host_matches(name, allowed.lower()) for allowed in rule)
+        if not ok:
+            raise HandshakeRejected(
+                HTTPStatus.MISDIRECTED_REQUEST, f"host {name or '(none)'} is not served here"
+            )
 
     def answer(self, request: Request) -> Response | None:
         """The HTTP answer for ``request``, or ``None`` if it is a well-formed upgrade
         to the WebSocket's path (admission decides it)."""
+        try:
+            self.check_host(request)
+        except HandshakeRejected as exc:
+            return refusal(exc)
         if request.path != self.path:
             return self.route(request)
         if request.method != "GET":
@@ -303,7 +377,7 @@ HEAD_TOO_LARGE = Response.text(
 )
 
 
-def parse_head(head: bytes, remote_address: Any = None) -> Request:
+def parse_head(head: bytes, remote_address: Any = None, local_address: Any = None) -> Request:
     """Parse an HTTP/1.1 request head (without the blank line that ends it)."""
     lines = head.split(b"\r\n")
     parts = lines[0].split(b" ")
@@ -316,7 +390,8 @@ def parse_head(head: bytes, remote_address: Any = None) -> Request:
             raise BadRequest(f"bad header line {line[:80]!r}")
         headers.append((name.strip().decode("latin-1"), value.strip().decode("latin-1")))
     method = parts[0].decode("latin-1")
-    return Request.from_target(parts[1].decode("latin-1"), headers, remote_address, method)
+    target = parts[1].decode("latin-1")
+    return Request.from_target(target, headers, remote_address, method, local_address)
 
 
 def upgrade_error(request: Request) -> Response | None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import weakref
 from collections.abc import Awaitable, Iterable, Mapping, Sequence
 from http import HTTPStatus
@@ -28,6 +29,7 @@ from typing import Any, TypedDict
 from .connection import CloseHook, Connection, ErrorHook, OpenHook, Setup, Transport
 from .errors import CloseCode, HandshakeRejected, QueueFullError
 from .handshake import Admission, Authenticate, Handshake, Request
+from .limits import PerIp, Rate
 from .options import Drive, Settings, TextPolicy
 from .routes import Route, default_routes
 
@@ -51,6 +53,11 @@ class HubOptions(TypedDict, total=False):
     on_close: CloseHook | None
     on_error: ErrorHook | None
     routes: Mapping[str, Route] | None
+    max_memory: int
+    rate: Rate | None
+    allowed_hosts: Sequence[str] | None
+    max_per_ip: int | None
+    new_per_ip: float | None
 
 
 class Hub:
@@ -69,7 +76,15 @@ class Hub:
             settings.path,
             {**default_routes(), **(settings.routes or {})},
             Admission(settings.origins, settings.max_connections, settings.authenticate),
+            settings.allowed_hosts,
         )
+        self._per_ip = PerIp(settings.max_per_ip, settings.new_per_ip)
+        # Per-IP places of admitted sockets not opened yet: released when the adapter
+        # drops its key without opening (a failed upgrade) or calls release().
+        self._ip_places: weakref.WeakKeyDictionary[Any, weakref.finalize[Any, Any]] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._ip_of: dict[str, str] = {}
         self._connections: dict[str, Connection] = {}
         self._admitted: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
         self._closing = False
@@ -145,7 +160,17 @@ class Hub:
     def _check(self, request: Request) -> None:
         if self._closing:
             raise HandshakeRejected(HTTPStatus.SERVICE_UNAVAILABLE, "server shutting down")
+        self.handshake.check_host(request)
         self.handshake.admission.check(request, len(self._connections) + len(self._admitted))
+        if self._per_ip.active:
+            self._per_ip.check(request.remote_ip, time.monotonic())
+
+    def _hold(self, key: Any, request: Request, user: Any) -> None:
+        if self._per_ip.active:
+            ip = request.remote_ip
+            self._per_ip.count(ip)
+            self._ip_places[key] = weakref.finalize(key, self._per_ip.release, ip)
+        self._admitted[key] = user
 
     async def admit(self, key: Any, request: Request) -> None:
         """Run the admission policy for an upgrade; hold a place under
@@ -161,8 +186,9 @@ class Hub:
             raise HandshakeRejected(
                 HTTPStatus.INTERNAL_SERVER_ERROR, "authentication failed"
             ) from exc
-        self._check(request)  # authenticate may have waited: the count may have moved
-        self._admitted[key] = user
+        if self._closing:  # authenticate may have waited
+            raise HandshakeRejected(HTTPStatus.SERVICE_UNAVAILABLE, "server shutting down")
+        self._hold(key, request, user)
 
     def admit_now(self, key: Any, request: Request) -> None:
         """:meth:`admit` for a server without ``authenticate`` (it never waits), for
@@ -170,11 +196,14 @@ class Hub:
         if self.handshake.admission.authenticate is not None:
             raise RuntimeError("admit_now() is for a hub without authenticate")
         self._check(request)
-        self._admitted[key] = None
+        self._hold(key, request, None)
 
     def release(self, key: Any) -> None:
         """Free the place :meth:`admit` held for ``key`` (the upgrade did not happen)."""
         self._admitted.pop(key, None)
+        place = self._ip_places.pop(key, None)
+        if place is not None:
+            place()
 
     def open(self, key: Any, transport: Transport, request: Request) -> Connection:
         """The connection for an admitted, upgraded socket, with the hub's hooks."""
@@ -182,6 +211,9 @@ class Hub:
         conn = Connection(
             transport, request=request, settings=settings, user=self._admitted.pop(key, None)
         )
+        place = self._ip_places.pop(key, None)
+        if place is not None and place.detach() is not None:
+            self._ip_of[conn.id] = request.remote_ip  # released when the connection ends
         if settings.on_open is not None:
             conn.on_open(settings.on_open)
         if settings.on_close is not None:
@@ -202,3 +234,6 @@ class Hub:
             await reader
         finally:
             self._connections.pop(conn.id, None)
+            ip = self._ip_of.pop(conn.id, None)
+            if ip is not None:
+                self._per_ip.release(ip)

@@ -12,6 +12,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any, Literal, TypeAlias
 
+from .limits import Rate
+
 __all__ = ["DEFAULTS", "Drive", "Settings", "TextPolicy", "TransportName"]
 
 Drive: TypeAlias = Literal["async", "tick"]
@@ -42,6 +44,14 @@ class Settings:
     """Seconds a ping may go unanswered before the connection is dropped."""
     close_timeout: float = 10
     """Seconds to wait for the peer's answer to a close frame before dropping it."""
+    max_memory: int = 4 * 2**20
+    """Bytes one connection may make its side hold: queued outgoing messages (and the
+    socket's write buffer), deferred messages and the tick inbox. Past it ``write()``
+    raises QueueFullError, and what the peer causes (deferred messages, unread pongs)
+    closes the connection with 4413. At least ``max_size``."""
+    rate: Rate | None = None
+    """How fast each connection may send (a :class:`~aiosocker.limits.Rate`); a stage's
+    own ``rate=`` overrides it. Past it the connection closes with 4429."""
     # -- every way of serving (serve() and the ASGI app)
     origins: Sequence[str] | None = None
     """Allowed browser origins; default: same host and port as the request only."""
@@ -57,6 +67,14 @@ class Settings:
     """``hook(conn, exc)`` when a handler raises or a stage times out."""
     routes: Mapping[str, Any] | None = None
     """Extra HTTP routes ``{path: Route}`` (``/aiosocker.js`` is built in)."""
+    allowed_hosts: Sequence[str] | None = None
+    """``Host`` names served; others get 421 (DNS rebinding). Default: loopback names
+    only on a loopback address, any name elsewhere. ``[".example.com"]`` allows the
+    domain and its subdomains, ``["*"]`` every name."""
+    max_per_ip: int | None = None
+    """Open connections allowed from one IP address at once; more get HTTP 503."""
+    new_per_ip: float | None = None
+    """New connections per second allowed from one IP address; more get HTTP 429."""
     # -- a listening server
     path: str = "/"
     """The WebSocket's HTTP path; other paths serve ``routes`` or 404."""
@@ -72,6 +90,12 @@ class Settings:
             raise ValueError(f"max_size must be a positive number of bytes, got {self.max_size}")
         if self.max_queue < 1:
             raise ValueError(f"max_queue must be at least 1, got {self.max_queue}")
+        if self.max_memory < self.max_size:
+            raise ValueError(
+                f"max_memory ({self.max_memory}) must be at least max_size ({self.max_size})"
+            )
+        if isinstance(self.allowed_hosts, str):
+            raise TypeError("allowed_hosts is a list of host names, e.g. ['game.example']")
         if not self.path.startswith("/"):
             raise ValueError(f"path must start with '/', got {self.path!r}")
         if self.transport not in ("websockets", "picows"):

@@ -29,6 +29,7 @@ from types import CoroutineType
 from typing import Any, Literal, TypeAlias, TypeVar
 
 from .errors import OutOfStagesError
+from .limits import Rate
 
 __all__ = ["Entered", "Handler", "Result", "Stage", "Stages"]
 
@@ -53,6 +54,8 @@ class Stage:
     """Called with each message while this stage is current."""
     timeout: float | None
     """Seconds the connection may stay in this stage, or ``None`` for no limit."""
+    rate: Rate | None = None
+    """How fast the peer may send while in this stage (``None``: the connection's)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,10 +124,19 @@ class Stages:
 
     # -- building --------------------------------------------------------------------
 
-    def add(self, handler: H, *, name: str | None = None, timeout: float | None = None) -> H:
+    def add(
+        self,
+        handler: H,
+        *,
+        name: str | None = None,
+        timeout: float | None = None,
+        rate: Rate | None = None,
+    ) -> H:
         """Append a stage running ``handler``; returns ``handler`` unchanged.
 
         ``name`` defaults to the handler's ``__name__``. ``timeout`` is in seconds.
+        ``rate`` bounds how fast the peer may send in this stage (connections enforce
+        it: 4429 past it).
         """
         if not callable(handler):
             raise TypeError(f"a stage handler must be callable, got {handler!r}")
@@ -139,7 +151,9 @@ class Stages:
         if timeout is not None and (isinstance(timeout, bool) or not timeout > 0):
             raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
         self._by_name[name] = len(self._stages)
-        self._stages.append(Stage(name, handler, None if timeout is None else float(timeout)))
+        if rate is not None and not isinstance(rate, Rate):
+            raise TypeError(f"rate must be an aiosocker.limits.Rate, got {rate!r}")
+        self._stages.append(Stage(name, handler, None if timeout is None else float(timeout), rate))
         if len(self._stages) == 1:
             self._handlers[0] = handler
             self._enter(0, "start")
@@ -147,11 +161,13 @@ class Stages:
             self._handlers.append(handler)
         return handler
 
-    def stage(self, *, name: str | None = None, timeout: float | None = None) -> Callable[[H], H]:
+    def stage(
+        self, *, name: str | None = None, timeout: float | None = None, rate: Rate | None = None
+    ) -> Callable[[H], H]:
         """Decorator form of :meth:`add`."""
 
         def decorate(handler: H) -> H:
-            return self.add(handler, name=name, timeout=timeout)
+            return self.add(handler, name=name, timeout=timeout, rate=rate)
 
         return decorate
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from aiosocker import (
@@ -41,4 +43,8 @@ def test_every_error_is_a_socker_error(error: Exception) -> None:
 
 
 def test_close_codes_are_the_documented_numbers() -> None:
-    assert [int(code) for code in CloseCode] == [1000, 1001, 1003, 1009, 1011, 4400, 4408]
+    codes = [1000, 1001, 1003, 1009, 1011, 4400, 4408, 4413, 4429]
+    assert [int(code) for code in CloseCode] == codes
+    table = (Path(__file__).parents[2] / "docs" / "close-codes.md").read_text()
+    for code in CloseCode:
+        assert f"| {int(code)} | `CloseCode.{code.name}` |" in table, code

@@ -251,6 +251,7 @@ SANS_IO = (
     "aiosocker.options",
     "aiosocker.routes",
     "aiosocker.handshake",
+    "aiosocker.limits",
     "aiosocker.rtc.envelope",
     "aiosocker.rtc.batch",
     "aiosocker.transports.picows.framing",

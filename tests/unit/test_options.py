@@ -30,6 +30,8 @@ def test_defaults() -> None:
         "ping_interval": 20,
         "ping_timeout": 20,
         "close_timeout": 10,
+        "max_memory": 4 * 2**20,
+        "rate": None,
         "origins": None,
         "max_connections": None,
         "authenticate": None,
@@ -37,6 +39,9 @@ def test_defaults() -> None:
         "on_close": None,
         "on_error": None,
         "routes": None,
+        "allowed_hosts": None,
+        "max_per_ip": None,
+        "new_per_ip": None,
         "path": "/",
         "transport": "websockets",
     }

@@ -122,9 +122,12 @@ class ASGITransport:
             await self._send({"type": "websocket.close", "code": code, "reason": reason})
 
 
+def _address(pair: Any) -> Any:
+    return tuple(pair) if pair is not None else None
+
+
 def _remote(scope: Scope) -> Any:
-    client = scope.get("client")
-    return tuple(client) if client is not None else None
+    return _address(scope.get("client"))
 
 
 def _route_path(scope: Scope) -> str:
@@ -145,6 +148,7 @@ def _request(scope: Scope, path: str) -> Request:
         headers,
         _remote(scope),
         scope.get("method", "GET"),
+        _address(scope.get("server")),
     )
 
 

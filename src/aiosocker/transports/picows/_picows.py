@@ -27,6 +27,7 @@ __all__ = [
     "BINARY",
     "CLOSE",
     "CONTINUATION",
+    "PING",
     "PONG",
     "TEXT",
     "WSCloseCode",
@@ -40,6 +41,7 @@ BINARY = WSMsgType.BINARY
 TEXT = WSMsgType.TEXT
 CONTINUATION = WSMsgType.CONTINUATION
 CLOSE = WSMsgType.CLOSE
+PING = WSMsgType.PING
 PONG = WSMsgType.PONG
 
 

@@ -10,11 +10,34 @@ from __future__ import annotations
 
 from ...errors import CloseCode, close_outcome
 
-__all__ = ["CloseBook", "Reassembler", "Violation"]
+__all__ = [
+    "MAX_FRAGMENTS",
+    "CloseBook",
+    "Reassembler",
+    "Violation",
+    "check_close_code",
+    "check_reserved_bits",
+]
 
 PROTOCOL_ERROR = 1002
 NO_STATUS = 1005  # what a close frame without a code is reported as (RFC 6455 7.1.5)
 PING_TIMEOUT = "peer has not replied to ping"  # the reason picows' keepalive sends
+MAX_FRAGMENTS = 4096
+"""Frames one message may come in; more closes with 1009, as ``websockets`` does."""
+
+
+def check_close_code(code: int) -> None:
+    """Raise :class:`Violation` (1002) for a close code a peer may not send
+    (RFC 6455 7.4: 1004-1006, 1015, reserved ranges, 5000 and up)."""
+    if not (1000 <= code <= 1003 or 1007 <= code <= 1014 or 3000 <= code <= 4999):
+        raise Violation(PROTOCOL_ERROR, "invalid status code")
+
+
+def check_reserved_bits(rsv1: bool, rsv2: bool, rsv3: bool) -> None:
+    """Raise :class:`Violation` (1002) if a frame sets a reserved bit: no extension is
+    negotiated (compression is off)."""
+    if rsv1 or rsv2 or rsv3:
+        raise Violation(PROTOCOL_ERROR, "reserved bits must be 0")
 
 
 class Violation(Exception):
@@ -35,12 +58,13 @@ class Reassembler:
     of order or a message over ``max_size``.
     """
 
-    __slots__ = ("_parts", "_text", "max_size")
+    __slots__ = ("_count", "_parts", "_text", "max_size")
 
     def __init__(self, max_size: int) -> None:
         self.max_size = max_size
         self._parts: bytearray | None = None
         self._text = False
+        self._count = 0
 
     @property
     def pending(self) -> bool:
@@ -55,6 +79,7 @@ class Reassembler:
             return payload.decode(errors="replace") if text else payload
         self._parts = bytearray(payload)
         self._text = text
+        self._count = 1
         return None
 
     def more(self, payload: bytes | memoryview, *, fin: bool) -> bytes | str | None:
@@ -67,6 +92,10 @@ class Reassembler:
             raise Violation(
                 CloseCode.MESSAGE_TOO_BIG, f"message over max_size ({self.max_size} bytes)"
             )
+        self._count += 1
+        if self._count > MAX_FRAGMENTS:
+            self._parts = None
+            raise Violation(CloseCode.MESSAGE_TOO_BIG, "too many fragments")
         parts += payload
         if not fin:
             return None

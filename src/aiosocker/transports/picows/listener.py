@@ -29,7 +29,7 @@ from ...errors import CloseCode, ConnectionClosedError, HandshakeRejected
 from ...handshake import BAD_REQUEST, HEAD_TOO_LARGE, MAX_HEAD, Request, parse_head, refusal
 from ...hub import Hub
 from . import _picows as pw
-from .framing import CloseBook, Reassembler, Violation
+from .framing import CloseBook, Reassembler, Violation, check_close_code, check_reserved_bits
 
 __all__ = ["BACKLOG_PAUSE", "HANDSHAKE_TIMEOUT", "PicowsListener", "PicowsSocket"]
 
@@ -42,7 +42,7 @@ BACKLOG_PAUSE = 64
 """Messages queued behind a running ``async`` handler before reading pauses."""
 
 _BINARY, _TEXT, _CONTINUATION = pw.BINARY, pw.TEXT, pw.CONTINUATION
-_CLOSE, _PONG = pw.CLOSE, pw.PONG
+_CLOSE, _PING, _PONG = pw.CLOSE, pw.PING, pw.PONG
 
 
 class PicowsSocket(pw.WSListener):
@@ -132,6 +132,7 @@ class PicowsSocket(pw.WSListener):
             frame.msg_type is _BINARY
             and frame.fin
             and self._direct
+            and not (frame.rsv1 or frame.rsv2 or frame.rsv3)
             and not transport.is_close_frame_sent
         ):
             waiter = self._receive(frame.get_payload_as_bytes())  # type: ignore[misc]
@@ -182,22 +183,28 @@ class PicowsSocket(pw.WSListener):
 
     def _frame(self, transport: Any, frame: Any) -> None:
         kind = frame.msg_type
-        if kind is _CLOSE:
-            self._close_frame(frame)
-            return
-        if self._book.sent or transport.is_close_frame_sent:
-            return  # closing: data after our close frame is dropped
         try:
+            check_reserved_bits(frame.rsv1, frame.rsv2, frame.rsv3)
+            if kind is _CLOSE:
+                self._close_frame(frame)
+                return
+            if self._book.sent or transport.is_close_frame_sent:
+                return  # closing: data after our close frame is dropped
+            if kind is _PING:
+                self._check_backlog()
+                return
             if kind is _BINARY or kind is _TEXT:
                 payload = frame.get_payload_as_bytes()
                 message = self._parts.start(payload, text=kind is _TEXT, fin=frame.fin)
             elif kind is _CONTINUATION:
                 message = self._parts.more(frame.get_payload_as_memoryview(), fin=frame.fin)
             else:
-                return  # PING (answered by picows), unsolicited PONG
+                return  # an unsolicited PONG
         except Violation as exc:
             logger.info("picows: closing a connection: %s", exc)
             self._start_closing(exc.code, exc.reason)
+            if kind is _CLOSE and self._ws is not None:
+                self._ws.disconnect()  # the peer has closed already: no answer to wait for
             return
         self._update_direct()
         if message is not None:
@@ -255,10 +262,23 @@ class PicowsSocket(pw.WSListener):
             sent = handshake.sent
             self._book.library_sent(int(cast(Any, sent.code)), sent.reason or "")
 
+    def _check_backlog(self) -> None:
+        # picows answers every PING at once; a peer that pings and never reads would
+        # pile the pongs up in the socket's write buffer: that counts against max_memory.
+        limit = self._owner.hub.settings.max_memory
+        buffered = self._ws.underlying_transport.get_write_buffer_size()
+        if buffered > limit:
+            raise Violation(
+                CloseCode.OVER_MEMORY,
+                f"{buffered} bytes unread by the peer (max_memory={limit})",
+            )
+
     def _close_frame(self, frame: Any) -> None:
         self._direct = False
         self._note_library_close()
-        code = frame.get_close_code() if frame.payload_size >= 2 else None
+        code = int(frame.get_close_code()) if frame.payload_size >= 2 else None
+        if code is not None:
+            check_close_code(code)
         reason = frame.get_close_message() if frame.payload_size > 2 else None
         echo = self._book.receive(code, (reason or b"").decode(errors="replace"))
         if echo is not None:  # RFC 6455 5.5.1: echo the peer's close, then hang up
@@ -328,7 +348,11 @@ class _Front(asyncio.Protocol):
             return
         transport.pause_reading()
         try:
-            request = parse_head(bytes(self._head[:end]), transport.get_extra_info("peername"))
+            request = parse_head(
+                bytes(self._head[:end]),
+                transport.get_extra_info("peername"),
+                transport.get_extra_info("sockname"),
+            )
         except ValueError:
             self._answer(BAD_REQUEST.to_http())
             return

@@ -19,7 +19,9 @@ __all__ = ["WebsocketsListener"]
 
 def _request(ws: ServerConnection, raw: WsRequest) -> Request:
     method = getattr(raw, "method", "GET")  # websockets < 16 parses GET only
-    return Request.from_target(raw.path, raw.headers.raw_items(), ws.remote_address, method)
+    return Request.from_target(
+        raw.path, raw.headers.raw_items(), ws.remote_address, method, ws.local_address
+    )
 
 
 def _response(answer: Response) -> WsResponse:
