@@ -38,9 +38,12 @@ def test_a_whole_text_message() -> None:
     assert not parts.pending
 
 
-def test_text_is_decoded_with_replacement() -> None:
+def test_text_that_is_not_utf8_is_1007() -> None:
     parts = Reassembler(max_size=16)
-    assert parts.start(b"a\xffb", text=True, fin=True) == "a\ufffdb"
+    assert parts.start("é".encode(), text=True, fin=True) == "é"
+    with pytest.raises(Violation) as caught:
+        parts.start(b"a\xffb", text=True, fin=True)
+    assert (caught.value.code, caught.value.reason) == (1007, "invalid start byte at position 1")
 
 
 def test_an_empty_message() -> None:
@@ -72,10 +75,13 @@ def test_text_fragments_are_joined_before_decoding() -> None:
     assert parts.more(encoded[4:], fin=True) == "é€"
 
 
-def test_joined_text_is_decoded_with_replacement() -> None:
+def test_joined_text_that_is_not_utf8_is_1007() -> None:
     parts = Reassembler(max_size=64)
     parts.start(b"a", text=True, fin=False)
-    assert parts.more(b"\xfe", fin=True) == "a\ufffd"
+    with pytest.raises(Violation) as caught:
+        parts.more(b"\xfe", fin=True)
+    assert caught.value.code == 1007
+    assert not parts.pending
 
 
 def test_a_text_message_after_a_binary_one_is_text_and_vice_versa() -> None:

@@ -49,13 +49,24 @@ class Violation(Exception):
         self.reason = reason
 
 
+INVALID_DATA = 1007
+
+
+def _text(payload: bytes | bytearray) -> str:
+    try:
+        return payload.decode()
+    except UnicodeDecodeError as exc:  # worded as websockets words it
+        raise Violation(INVALID_DATA, f"{exc.reason} at position {exc.start}") from None
+
+
 class Reassembler:
     """Turns data frames into whole messages; ``max_size`` bounds the whole message.
 
     Call :meth:`start` for a BINARY or TEXT frame and :meth:`more` for a CONTINUATION;
     each returns the message once it is complete (``bytes``, or ``str`` for text), or
     ``None`` while fragments are pending, and raises :class:`Violation` for frames out
-    of order or a message over ``max_size``.
+    of order (1002), a message over ``max_size`` or :data:`MAX_FRAGMENTS` (1009), or
+    text that is not UTF-8 (1007).
     """
 
     __slots__ = ("_count", "_parts", "_text", "max_size")
@@ -76,7 +87,7 @@ class Reassembler:
         if self._parts is not None:
             raise Violation(PROTOCOL_ERROR, "expected a continuation frame")
         if fin:
-            return payload.decode(errors="replace") if text else payload
+            return _text(payload) if text else payload
         self._parts = bytearray(payload)
         self._text = text
         self._count = 1
@@ -100,7 +111,7 @@ class Reassembler:
         if not fin:
             return None
         self._parts = None
-        return parts.decode(errors="replace") if self._text else bytes(parts)
+        return _text(parts) if self._text else bytes(parts)
 
 
 class CloseBook:
