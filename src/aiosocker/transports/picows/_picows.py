@@ -68,7 +68,7 @@ def protocol_factory(settings: Settings, accept: Callable[[Any], Any]) -> Callab
             interval if keepalive else 20.0,
             reply if keepalive else 20.0,
             WSAutoPingStrategy.PING_PERIODICALLY,
-            True,  # answer pings
+            False,  # pings are answered by the listener, which counts unread pongs
             settings.max_size,
             None,  # extra headers
             16 * 1024,  # initial read buffer

@@ -192,6 +192,7 @@ class PicowsSocket(pw.WSListener):
                 return  # closing: data after our close frame is dropped
             if kind is _PING:
                 self._check_backlog()
+                self._ws.send_pong(frame.get_payload_as_bytes())
                 return
             if kind is _BINARY or kind is _TEXT:
                 payload = frame.get_payload_as_bytes()
@@ -263,8 +264,8 @@ class PicowsSocket(pw.WSListener):
             self._book.library_sent(int(cast(Any, sent.code)), sent.reason or "")
 
     def _check_backlog(self) -> None:
-        # picows answers every PING at once; a peer that pings and never reads would
-        # pile the pongs up in the socket's write buffer: that counts against max_memory.
+        # Every PING is answered at once; a peer that pings and never reads would pile
+        # the pongs up in the socket's write buffer: that counts against max_memory.
         limit = self._owner.hub.settings.max_memory
         buffered = self._ws.underlying_transport.get_write_buffer_size()
         if buffered > limit:

@@ -12,7 +12,7 @@ from ...connection import Connection
 from ...errors import HandshakeRejected
 from ...handshake import Request
 from ...options import Settings
-from .transport import WebsocketsTransport, pump
+from .transport import WebsocketsTransport, frames_held, pump
 
 __all__ = ["RETRYABLE", "open_client", "read"]
 
@@ -37,6 +37,7 @@ async def open_client(
             origin=origin,  # type: ignore[arg-type]  # websockets' Origin is a str NewType
             additional_headers=dict(headers),
             max_size=settings.max_size,
+            max_queue=frames_held(settings),
             ping_interval=settings.ping_interval,
             ping_timeout=settings.ping_timeout,
             close_timeout=settings.close_timeout,

@@ -9,10 +9,10 @@ from websockets.datastructures import Headers as WsHeaders
 from websockets.http11 import Request as WsRequest
 from websockets.http11 import Response as WsResponse
 
-from ...errors import HandshakeRejected
+from ...errors import CloseCode, HandshakeRejected
 from ...handshake import Request, Response, refusal
 from ...hub import Hub
-from .transport import WebsocketsTransport, pump
+from .transport import WebsocketsTransport, frames_held, pump
 
 __all__ = ["WebsocketsListener"]
 
@@ -22,6 +22,27 @@ def _request(ws: ServerConnection, raw: WsRequest) -> Request:
     return Request.from_target(
         raw.path, raw.headers.raw_items(), ws.remote_address, method, ws.local_address
     )
+
+
+def bounded_connection(max_memory: int) -> type[ServerConnection]:
+    """websockets answers every ping at once, straight into the socket's write buffer:
+    a peer that pings and never reads would pile the pongs up. Past ``max_memory``
+    bytes unread, close with 4413 and drop the socket (the close frame could only
+    queue behind what the peer does not read)."""
+
+    class BoundedConnection(ServerConnection):
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            transport = self.transport
+            buffered = transport.get_write_buffer_size()
+            if buffered > max_memory and not transport.is_closing():
+                self.protocol.fail(
+                    CloseCode.OVER_MEMORY,
+                    f"{buffered} bytes unread by the peer (max_memory={max_memory})",
+                )
+                transport.abort()
+
+    return BoundedConnection
 
 
 def _response(answer: Response) -> WsResponse:
@@ -43,8 +64,10 @@ class WebsocketsListener:
             port,
             process_request=self._process_request,
             process_response=self._process_response,
+            create_connection=bounded_connection(settings.max_memory),
             compression=None,  # binary game data; deflate costs ~60 KiB per connection
             max_size=settings.max_size,
+            max_queue=frames_held(settings),
             ping_interval=settings.ping_interval,
             ping_timeout=settings.ping_timeout,
             close_timeout=settings.close_timeout,

@@ -11,8 +11,16 @@ from websockets.frames import Close
 
 from ...connection import Connection
 from ...errors import ConnectionClosedError, close_outcome
+from ...options import Settings
 
-__all__ = ["WebsocketsTransport", "ending", "pump"]
+__all__ = ["WebsocketsTransport", "ending", "frames_held", "pump"]
+
+
+def frames_held(settings: Settings) -> int:
+    """How many received frames websockets may buffer before it stops reading: as many
+    ``max_size`` messages as fit ``max_memory`` (websockets' default, 16, would let one
+    connection hold 16 MiB)."""
+    return max(1, min(16, settings.max_memory // settings.max_size))
 
 
 class WebsocketsTransport:
