@@ -10,13 +10,16 @@ from .errors import (
     ConnectionClosedError,
     HandshakeRejected,
     OutOfStagesError,
+    OverMemoryError,
     QueueFullError,
+    RateExceededError,
     SignalingError,
     SockerError,
     StageTimeoutError,
 )
 from .handshake import Admission, Authenticate, Headers, Request
 from .hub import Hub, HubOptions
+from .limits import Rate
 from .options import Drive, Settings, TextPolicy, TransportName
 from .routes import CLIENT_JS_PATH, Route
 from .server import Server, ServerOptions, serve
@@ -46,7 +49,10 @@ __all__ = [
     "HubOptions",
     "OpenHook",
     "OutOfStagesError",
+    "OverMemoryError",
     "QueueFullError",
+    "Rate",
+    "RateExceededError",
     "Request",
     "Result",
     "Route",

@@ -64,9 +64,12 @@ async def serving(path: str) -> AsyncIterator[int]:
         yield srv.port
 
 
-def upgrade(*extra: str, key: str | None = None, version: str = "13") -> tuple[str, ...]:
+def upgrade(
+    *extra: str, key: str | None = None, version: str = "13", host: str | None = None
+) -> tuple[str, ...]:
     key = key if key is not None else base64.b64encode(os.urandom(16)).decode()
     return (
+        *([f"Host: {host}"] if host else []),
         "Upgrade: websocket",
         "Connection: Upgrade",
         f"Sec-WebSocket-Key: {key}",
@@ -125,12 +128,31 @@ CASES = (
         b"authentication failed\n",
     ),
     Case("upgrade", "GET", "/", upgrade("Origin: http://{host}", "X-Token: u1"), 101, None),
+    Case("upgrade from localhost by name", "GET", "/", upgrade(host="localhost"), 101, None),
+    Case(
+        "DNS rebinding: a foreign Host on a loopback server",
+        "GET",
+        "/",
+        upgrade("Origin: http://evil.example", host="evil.example"),
+        421,
+        b"host evil.example is not served here\n",
+    ),
+    Case(
+        "a route asked for by a foreign Host",
+        "GET",
+        "/health",
+        ("Host: evil.example",),
+        421,
+        b"host evil.example is not served here\n",
+    ),
 )
 
 
 async def exchange(port: int, case: Case) -> tuple[int, dict[str, str], bytes]:
     host = f"{HOST}:{port}"
-    lines = [f"{case.method} {case.target} HTTP/1.1", f"Host: {host}"]
+    lines = [f"{case.method} {case.target} HTTP/1.1"]
+    if not any(line.startswith("Host:") for line in case.headers):
+        lines.append(f"Host: {host}")
     lines += [line.replace("{host}", host) for line in case.headers]
     reader, writer = await asyncio.open_connection(HOST, port)
     try:
