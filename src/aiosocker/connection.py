@@ -44,9 +44,11 @@ from .options import DEFAULTS, Drive, Settings, TextPolicy
 from .stages import Stages
 
 __all__ = [
+    "ChannelLike",
     "CloseHook",
     "Connection",
     "ErrorHook",
+    "Membership",
     "OpenHook",
     "Setup",
     "Transport",
@@ -65,6 +67,25 @@ H = TypeVar("H", bound=Callable[..., Any])
 # Close reasons must fit a control frame: 123 bytes of UTF-8.
 _MAX_REASON = 123
 _ids = itertools.count(1)
+
+
+class Membership(Protocol):
+    """Where a connection's rooms are kept (the hub of a server connection)."""
+
+    def join(self, conn: Connection, room: str) -> None: ...
+
+    def leave(self, conn: Connection, room: str) -> None: ...
+
+    def rooms_of(self, conn: Connection) -> frozenset[str]: ...
+
+
+class ChannelLike(Protocol):
+    """What a broadcast needs of a side channel (an rtc DataChannel)."""
+
+    @property
+    def is_open(self) -> bool: ...
+
+    def send(self, data: bytes) -> bool: ...
 
 
 class Transport(Protocol):
@@ -116,6 +137,7 @@ class Connection:
         "_bucket",
         "_budget",
         "_cancelling",
+        "_channels",
         "_close_hooks",
         "_close_sent",
         "_closing",
@@ -133,6 +155,7 @@ class Connection:
         "_limited",
         "_loop",
         "_max_queue",
+        "_membership",
         "_open_hooks",
         "_opened",
         "_out_bytes",
@@ -182,6 +205,8 @@ class Connection:
         # Bytes held in the outbox, the deferred queue and the tick inbox.
         self._out_bytes = self._deferred_bytes = self._in_bytes = 0
         self._rate = settings.rate
+        self._membership: Membership | None = None
+        self._channels: Callable[[str], ChannelLike | None] | None = None
         self._bucket: Bucket | None = None
         self._limited = settings.rate is not None  # some rate applies: no fast path
         self._text: TextPolicy = settings.text
@@ -257,6 +282,40 @@ class Connection:
         self._direct = (
             handler is None and self.drive == "async" and not self._closing and not self._limited
         )
+
+    # -- rooms and side channels ---------------------------------------------------
+
+    def join(self, room: str) -> None:
+        """Put this connection in ``room`` (a server's connections only): broadcasts
+        to the room reach it. It leaves every room when it ends."""
+        self._rooms_host("join").join(self, room)
+
+    def leave(self, room: str) -> None:
+        """Take this connection out of ``room`` (nothing happens if it was not in it)."""
+        self._rooms_host("leave").leave(self, room)
+
+    @property
+    def rooms(self) -> frozenset[str]:
+        """The rooms this connection is in."""
+        membership = self._membership
+        return frozenset() if membership is None else membership.rooms_of(self)
+
+    def _rooms_host(self, what: str) -> Membership:
+        if self._membership is None:
+            raise RuntimeError(
+                f"{what}(): rooms belong to a server; this connection has none (a client?)"
+            )
+        return self._membership
+
+    def provide_channels(self, lookup: Callable[[str], ChannelLike | None] | None) -> None:
+        """Let broadcasts reach this connection's side channels by label (the rtc
+        session calls this with its channels' lookup); ``None`` removes it."""
+        self._channels = lookup
+
+    def channel(self, label: str) -> ChannelLike | None:
+        """The side channel labelled ``label`` (an rtc DataChannel), if any."""
+        lookup = self._channels
+        return None if lookup is None else lookup(label)
 
     def jump(self, name: str) -> None:
         """Move to stage ``name`` from outside a handler (e.g. when a channel dies)."""

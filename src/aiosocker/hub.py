@@ -21,19 +21,20 @@ import asyncio
 import logging
 import time
 import weakref
-from collections.abc import Awaitable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from http import HTTPStatus
 from types import MappingProxyType
-from typing import Any, TypedDict
+from typing import Any, Protocol, TypedDict
 
 from .connection import CloseHook, Connection, ErrorHook, OpenHook, Setup, Transport
 from .errors import CloseCode, HandshakeRejected, QueueFullError
 from .handshake import Admission, Authenticate, Handshake, Request
 from .limits import PerIp, Rate
 from .options import Drive, Settings, TextPolicy
+from .rooms import Broadcast, Rooms, check_room, stage_set
 from .routes import Route, default_routes
 
-__all__ = ["Hub", "HubOptions", "Setup"]
+__all__ = ["Backend", "Hub", "HubOptions", "Setup"]
 
 logger = logging.getLogger("aiosocker")
 
@@ -58,6 +59,32 @@ class HubOptions(TypedDict, total=False):
     allowed_hosts: Sequence[str] | None
     max_per_ip: int | None
     new_per_ip: float | None
+
+
+class Backend(Protocol):
+    """Carries broadcasts and room counts between the processes of one deployment
+    (``aiosocker.backends.redis``). A hub without one serves its own process only."""
+
+    origin: str
+    """This process's id, unique among the processes sharing the backend."""
+
+    async def start(self, deliver: Callable[[Broadcast], None]) -> None:
+        """Connect; from now on call ``deliver`` with every other process's broadcast."""
+
+    async def publish(self, broadcast: Broadcast) -> None:
+        """Send ``broadcast`` to the other processes (at most once, in order)."""
+
+    def joined(self, room: str) -> None:
+        """One more local member in ``room`` (must not wait)."""
+
+    def left(self, room: str) -> None:
+        """One local member fewer in ``room`` (must not wait)."""
+
+    async def members(self, room: str) -> int:
+        """Members of ``room`` on every process."""
+
+    async def close(self) -> None:
+        """Disconnect (the hub is closing)."""
 
 
 class Hub:
@@ -85,6 +112,12 @@ class Hub:
             weakref.WeakKeyDictionary()
         )
         self._ip_of: dict[str, str] = {}
+        self._rooms: Rooms[Connection] = Rooms()
+        self.backend: Backend | None = None
+        """Set before :meth:`start` to share rooms and broadcasts with other processes."""
+        self.skipped: dict[str, int] = {"queue_full": 0, "no_channel": 0}
+        """Broadcast deliveries skipped so far, by why: a member's queue was full, or
+        it had no open channel of the label asked for."""
         self._connections: dict[str, Connection] = {}
         self._admitted: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
         self._closing = False
@@ -100,6 +133,38 @@ class Hub:
     def closing(self) -> bool:
         """Whether :meth:`close` has been called (new connections are refused)."""
         return self._closing
+
+    @property
+    def rooms(self) -> Mapping[str, frozenset[Connection]]:
+        """Every room with local members, and those members (a snapshot)."""
+        return self._rooms.snapshot()
+
+    async def members(self, room: str) -> int:
+        """How many connections are in ``room``, on every process of the backend."""
+        if self.backend is not None:
+            return await self.backend.members(check_room(room))
+        return self._rooms.count(check_room(room))
+
+    def join(self, conn: Connection, room: str) -> None:
+        """Put ``conn`` in ``room`` (what ``conn.join(room)`` does)."""
+        if conn.closed:
+            raise RuntimeError(f"connection {conn.id} has ended: it cannot join {room!r}")
+        if self._rooms.join(conn, room) and self.backend is not None:
+            self.backend.joined(room)
+
+    def leave(self, conn: Connection, room: str) -> None:
+        """Take ``conn`` out of ``room`` (what ``conn.leave(room)`` does)."""
+        if self._rooms.leave(conn, room) and self.backend is not None:
+            self.backend.left(room)
+
+    def rooms_of(self, conn: Connection) -> frozenset[str]:
+        """The rooms ``conn`` is in."""
+        return self._rooms.rooms_of(conn)
+
+    async def start(self) -> None:
+        """Connect the backend, if any (``serve()`` and the ASGI app's lifespan do)."""
+        if self.backend is not None:
+            await self.backend.start(self._from_backend)
 
     def tick(self) -> int:
         """Handle every pending message on every connection, without waiting.
@@ -118,25 +183,63 @@ class Hub:
         self,
         data: bytes,
         *,
+        room: str | None = None,
         stage: str | Iterable[str] | None = None,
         exclude: Connection | Iterable[Connection] | None = None,
+        channel: str | None = None,
     ) -> int:
-        """Queue ``data`` to every live connection (optionally only those in ``stage``).
+        """Queue ``data`` to every member of ``room`` (``None``: every connection), on
+        every process of the backend, optionally only to those in ``stage``.
 
-        Never waits for a slow peer: a connection whose queue is full misses this
-        message (logged). Returns how many connections it was queued to.
+        ``channel="game"`` sends on each member's rtc DataChannel of that label
+        instead of the WebSocket (members without it open are skipped). Never waits
+        for a slow member: one whose queue is full misses this message (logged,
+        counted in :attr:`skipped`). Returns how many local members it was queued to.
         """
-        stages = {stage} if isinstance(stage, str) else None if stage is None else set(stage)
+        if room is not None:
+            check_room(room)
         skip = {exclude} if isinstance(exclude, Connection) else set(exclude or ())
+        message = Broadcast(
+            data,
+            room,
+            stage_set(stage),
+            channel,
+            self.backend.origin if self.backend is not None else "",
+            frozenset(conn.id for conn in skip),
+        )
+        sent = self._deliver(message, skip)
+        if self.backend is not None:
+            await self.backend.publish(message)
+        return sent
+
+    def _from_backend(self, message: Broadcast) -> None:
+        if self.backend is not None and message.origin != self.backend.origin:
+            self._deliver(message, ())
+
+    def _deliver(self, message: Broadcast, skip: Collection[Connection]) -> int:
+        """Queue ``message`` to its local recipients; how many it was queued to."""
+        if message.room is None:
+            targets: Iterable[Connection] = list(self._connections.values())
+        else:
+            targets = list(self._rooms.iter_members(message.room))
+        stages, label, data = message.stages, message.channel, message.data
         sent = 0
-        for conn in list(self._connections.values()):
+        for conn in targets:
             if conn in skip or conn.closed:
                 continue
             if stages is not None and (not len(conn.stages) or conn.current not in stages):
                 continue  # not in those stages (or still in setup, with none yet)
+            if label is not None:
+                side = conn.channel(label)
+                if side is None or not side.is_open or not side.send(data):
+                    self.skipped["no_channel"] += 1
+                    continue
+                sent += 1
+                continue
             try:
                 conn.write(data)
             except QueueFullError:
+                self.skipped["queue_full"] += 1
                 logger.warning("broadcast: connection %s is not keeping up; skipped", conn.id)
                 continue
             except Exception:  # closing right now
@@ -154,6 +257,8 @@ class Hub:
             *(conn.close(code, reason) for conn in list(self._connections.values())),
             return_exceptions=True,
         )
+        if self.backend is not None:
+            await self.backend.close()
 
     # -- what adapters call ----------------------------------------------------------
 
@@ -211,6 +316,7 @@ class Hub:
         conn = Connection(
             transport, request=request, settings=settings, user=self._admitted.pop(key, None)
         )
+        conn._membership = self
         place = self._ip_places.pop(key, None)
         if place is not None and place.detach() is not None:
             self._ip_of[conn.id] = request.remote_ip  # released when the connection ends
@@ -234,6 +340,9 @@ class Hub:
             await reader
         finally:
             self._connections.pop(conn.id, None)
+            for room in self._rooms.leave_all(conn):
+                if self.backend is not None:
+                    self.backend.left(room)
             ip = self._ip_of.pop(conn.id, None)
             if ip is not None:
                 self._per_ip.release(ip)

@@ -126,12 +126,25 @@ class Server:
         self,
         data: bytes,
         *,
+        room: str | None = None,
         stage: str | Iterable[str] | None = None,
         exclude: Connection | Iterable[Connection] | None = None,
+        channel: str | None = None,
     ) -> int:
-        """Queue ``data`` to every live connection; see
-        :meth:`Hub.broadcast <aiosocker.hub.Hub.broadcast>`."""
-        return await self.hub.broadcast(data, stage=stage, exclude=exclude)
+        """Queue ``data`` to a room's members (or every connection), on every process;
+        see :meth:`Hub.broadcast <aiosocker.hub.Hub.broadcast>`."""
+        return await self.hub.broadcast(
+            data, room=room, stage=stage, exclude=exclude, channel=channel
+        )
+
+    @property
+    def rooms(self) -> Mapping[str, frozenset[Connection]]:
+        """Every room with local members, and those members (a snapshot)."""
+        return self.hub.rooms
+
+    async def members(self, room: str) -> int:
+        """How many connections are in ``room``, on every process."""
+        return await self.hub.members(room)
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -140,6 +153,7 @@ class Server:
         if self._listener is not None:
             raise RuntimeError("the server is already started")
         self._stopped = asyncio.Event()
+        await self.hub.start()
         self._listener = _listener(self.hub)
         self._port = await self._listener.start(self.host, self._requested_port)
 

@@ -252,6 +252,7 @@ SANS_IO = (
     "aiosocker.routes",
     "aiosocker.handshake",
     "aiosocker.limits",
+    "aiosocker.rooms",
     "aiosocker.rtc.envelope",
     "aiosocker.rtc.batch",
     "aiosocker.transports.picows.framing",

@@ -109,6 +109,7 @@ class RtcSession(abc.ABC):
         """The aiortc peer connection, once the handshake has made one."""
         self.channels: dict[str, Channel] = {}
         """Open (or opening) channels by label."""
+        conn.provide_channels(self._channel_of)  # broadcast(channel=...) reaches them
         self.opened = 0
         """How many times the channels have opened (renegotiations count)."""
         self._handlers: dict[str, MessageHandler] = {}
@@ -248,6 +249,9 @@ class RtcSession(abc.ABC):
 
     def _label(self, label: str | None) -> str:
         return self.specs[0].label if label is None else label
+
+    def _channel_of(self, label: str) -> Channel | None:
+        return self.channels.get(label)
 
     def _expect(self, frame: bytes, kind: type[M]) -> M:
         message = decode(frame)  # SignalingError on garbage: the connection closes 4400
