@@ -34,6 +34,9 @@ from aiosocker.rtc import server_stages
 from .conftest import PAGE_PATH, TIMINGS
 from .test_browser_modules import PUBLIC
 
+# npm fetches esbuild from the registry: more room than the suite's 120 s per test.
+pytestmark = pytest.mark.timeout(300)
+
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "js"
 STATIC = ROOT / "src" / "aiosocker" / "static"
