@@ -90,6 +90,8 @@ class connect:
         headers: extra HTTP headers for the handshake (e.g. a token).
         open_timeout: seconds the handshake may take.
         backoff: delays between attempts when iterating.
+        resume_token: a token from an earlier connection's ``conn.resume_token``, to
+            resume that session (servers with ``resume=``); iterating does it by itself.
         **options: :class:`ClientOptions` (``drive``, ``max_queue``, ``text``,
             ``max_size``, pings, ``close_timeout``), as for the server's connections.
     """
@@ -102,6 +104,7 @@ class connect:
         origin: str | None = None,
         headers: Mapping[str, str] | None = None,
         open_timeout: float | None = 10,
+        resume_token: str | None = None,
         backoff: Backoff | None = None,
         **options: Unpack[ClientOptions],
     ) -> None:
@@ -115,6 +118,8 @@ class connect:
         self._origin = origin
         self._headers = dict(headers or {})
         self._open_timeout = open_timeout
+        self.resume_token = resume_token
+        """The token the next connection resumes with (``None``: a fresh session)."""
         self._current: tuple[Connection, asyncio.Task[None]] | None = None
 
     async def _open(self) -> tuple[Connection, asyncio.Task[None]]:
@@ -124,6 +129,7 @@ class connect:
             origin=self._origin,
             headers=self._headers,
             open_timeout=self._open_timeout,
+            resume_token=self.resume_token,
         )
         try:
             if self.setup is not None:
@@ -178,5 +184,7 @@ class connect:
                     await conn.wait_closed()
                 finally:
                     await self._finish(conn, reader)
+                    # Come back as the same session if the server keeps it for us.
+                    self.resume_token = conn.resume_token if conn.may_resume else None
                 continue
             await asyncio.sleep(await anext(delays))

@@ -64,6 +64,10 @@ Setup: TypeAlias = Callable[["Connection"], "Awaitable[None] | None"]
 
 H = TypeVar("H", bound=Callable[..., Any])
 
+RESUMABLE = frozenset({1001, 1006})
+"""Close codes after which a session may be resumed (see :attr:`Connection.may_resume`)."""
+_KEEPALIVE = "keepalive ping timeout"
+
 # Close reasons must fit a control frame: 123 bytes of UTF-8.
 _MAX_REASON = 123
 _ids = itertools.count(1)
@@ -173,6 +177,8 @@ class Connection:
         "error",
         "id",
         "request",
+        "resume_token",
+        "resumed",
         "stages",
         "state",
         "user",
@@ -238,6 +244,11 @@ class Connection:
         """Why, in words (empty while open)."""
         self.error: BaseException | None = None
         """The exception that made socker close the connection, if one did."""
+        self.resumed = False
+        """Whether this connection took over a dropped one (``resume=``): it has that
+        one's id, user, state, rooms and stage."""
+        self.resume_token: str | None = None
+        """The token to resume this session with (the server's RESUME frame)."""
 
     # -- the chain -------------------------------------------------------------------
 
@@ -336,6 +347,16 @@ class Connection:
     def latency(self) -> float:
         """Keepalive round-trip time in seconds, from the last ping (0 before one)."""
         return self._transport.latency
+
+    @property
+    def may_resume(self) -> bool:
+        """Whether a client may resume this session once it has ended: resume is on and
+        the end was not final (the peer vanished, 1006; a server going away, 1001; an
+        unanswered keepalive ping). Useful in ``on_close`` hooks."""
+        return self.resume_token is not None and (
+            self.close_code in RESUMABLE
+            or (self.close_code == CloseCode.INTERNAL_ERROR and self.close_reason == _KEEPALIVE)
+        )
 
     @property
     def closed(self) -> bool:
@@ -701,10 +722,14 @@ class Connection:
 
     # -- lifecycle -------------------------------------------------------------------
 
-    async def _start(self, setup: Callable[[Connection], Any] | None = None) -> None:
+    async def _start(
+        self,
+        setup: Callable[[Connection], Any] | None = None,
+        prepare: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         """Called by the adapter: run ``setup(conn)`` (sync or async; if it raises, the
-        connection closes with 1011, and close() stops one that hangs), then arm the
-        stage timers and run the on_open hooks."""
+        connection closes with 1011, and close() stops one that hangs), then
+        ``prepare()`` (the hub's resume), arm the stage timers, run the on_open hooks."""
         if setup is not None:
             task = self._handling = asyncio.current_task()
             try:
@@ -720,6 +745,10 @@ class Connection:
                 return
             finally:
                 self._handling = None
+            if self._closing:
+                return
+        if prepare is not None:
+            await prepare()
             if self._closing:
                 return
         self._opened = True

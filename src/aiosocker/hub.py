@@ -18,6 +18,7 @@ or the ASGI app turns sockets into connections on a Hub:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import weakref
@@ -25,14 +26,18 @@ from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, 
 from http import HTTPStatus
 from types import MappingProxyType
 from typing import Any, Protocol, TypedDict
+from urllib.parse import parse_qs
 
+from .background import Background
 from .connection import CloseHook, Connection, ErrorHook, OpenHook, Setup, Transport
 from .errors import CloseCode, HandshakeRejected, QueueFullError
 from .handshake import Admission, Authenticate, Handshake, Request
 from .limits import PerIp, Rate
 from .options import Drive, Settings, TextPolicy
+from .resume import QUERY_KEY, MemoryStore, Parked, Store, new_token
 from .rooms import Broadcast, Rooms, check_room, stage_set
 from .routes import Route, default_routes
+from .rtc.envelope import Resume, encode
 
 __all__ = ["Backend", "Hub", "HubOptions", "Setup"]
 
@@ -59,6 +64,8 @@ class HubOptions(TypedDict, total=False):
     allowed_hosts: Sequence[str] | None
     max_per_ip: int | None
     new_per_ip: float | None
+    resume: float | None
+    redis: str | None
 
 
 class Backend(Protocol):
@@ -87,6 +94,21 @@ class Backend(Protocol):
         """Disconnect (the hub is closing)."""
 
 
+class Ghost:
+    """A parked session's place in its rooms while it may resume: what is broadcast to
+    it is kept in the store for the client that comes back."""
+
+    __slots__ = ("current", "id", "timer", "token")
+
+    closed = False
+
+    def __init__(self, id: str, current: str, token: str) -> None:
+        self.id = id
+        self.current = current
+        self.token = token
+        self.timer: asyncio.TimerHandle | None = None
+
+
 class Hub:
     """The live connections of one server, and what can be done to all of them.
 
@@ -112,9 +134,15 @@ class Hub:
             weakref.WeakKeyDictionary()
         )
         self._ip_of: dict[str, str] = {}
-        self._rooms: Rooms[Connection] = Rooms()
+        self._rooms: Rooms[Connection | Ghost] = Rooms()
+        self._ghosts: dict[str, Ghost] = {}
+        self._background = Background()
+        self._keep_tail: asyncio.Future[Any] | None = None
         self.backend: Backend | None = None
         """Set before :meth:`start` to share rooms and broadcasts with other processes."""
+        self.store: Store = MemoryStore()
+        """Where parked sessions wait for their resume (``resume=``); set with
+        :attr:`backend` to share them (``aiosocker.backends.attach``)."""
         self.skipped: dict[str, int] = {"queue_full": 0, "no_channel": 0}
         """Broadcast deliveries skipped so far, by why: a member's queue was full, or
         it had no open channel of the label asked for."""
@@ -136,8 +164,12 @@ class Hub:
 
     @property
     def rooms(self) -> Mapping[str, frozenset[Connection]]:
-        """Every room with local members, and those members (a snapshot)."""
-        return self._rooms.snapshot()
+        """Every room with local members, and those members (a snapshot; sessions
+        waiting to resume count in :meth:`members` but are not listed here)."""
+        return {
+            room: frozenset(m for m in members if isinstance(m, Connection))
+            for room, members in self._rooms.snapshot().items()
+        }
 
     async def members(self, room: str) -> int:
         """How many connections are in ``room``, on every process of the backend."""
@@ -157,7 +189,7 @@ class Hub:
         if self._rooms.leave(conn, room) and self.backend is not None:
             self.backend.left(room)
 
-    def rooms_of(self, conn: Connection) -> frozenset[str]:
+    def rooms_of(self, conn: Connection | Ghost) -> frozenset[str]:
         """The rooms ``conn`` is in."""
         return self._rooms.rooms_of(conn)
 
@@ -212,6 +244,22 @@ class Hub:
             await self.backend.publish(message)
         return sent
 
+    def _keep(self, ghost: Ghost, data: bytes) -> None:
+        # One task per message, each awaiting the previous one: kept in order.
+        self._keep_tail = self._background.spawn(
+            self._keep_after(self._keep_tail, ghost.token, data)
+        )
+
+    async def _keep_after(
+        self, previous: asyncio.Future[Any] | None, token: str, data: bytes
+    ) -> None:
+        if previous is not None:
+            await asyncio.wait([previous])
+        try:
+            await self.store.missed(token, data)
+        except Exception as exc:  # the store is down: the message is lost for the resume
+            logger.warning("resume: a message for a parked session was lost: %r", exc)
+
     def _from_backend(self, message: Broadcast) -> None:
         if self.backend is not None and message.origin != self.backend.origin:
             self._deliver(message, ())
@@ -219,12 +267,17 @@ class Hub:
     def _deliver(self, message: Broadcast, skip: Collection[Connection]) -> int:
         """Queue ``message`` to its local recipients; how many it was queued to."""
         if message.room is None:
-            targets: Iterable[Connection] = list(self._connections.values())
+            targets: Iterable[Connection | Ghost] = list(self._connections.values())
         else:
             targets = list(self._rooms.iter_members(message.room))
         stages, label, data = message.stages, message.channel, message.data
         sent = 0
         for conn in targets:
+            if isinstance(conn, Ghost):
+                if label is None and (stages is None or conn.current in stages):
+                    self._keep(conn, data)  # kept for its resume: queued all the same
+                    sent += 1
+                continue
             if conn in skip or conn.closed:
                 continue
             if stages is not None and (not len(conn.stages) or conn.current not in stages):
@@ -257,6 +310,9 @@ class Hub:
             *(conn.close(code, reason) for conn in list(self._connections.values())),
             return_exceptions=True,
         )
+        for ghost in list(self._ghosts.values()):
+            self._drop_ghost(ghost)
+        await self._background.finish(cancel=False)
         if self.backend is not None:
             await self.backend.close()
 
@@ -330,19 +386,107 @@ class Hub:
 
     async def run(self, conn: Connection, reader: Awaitable[None]) -> None:
         """Register ``conn``, run setup, then ``reader`` (the adapter's read pump) until
-        the socket closes. A failing setup closes the connection with 1011."""
+        the socket closes. A failing setup closes the connection with 1011. With
+        ``resume=``, a token in the request resumes a parked session first, and the
+        session is parked again when the connection drops."""
+        prepare = await self._resume(conn) if self.settings.resume is not None else None
         self._connections[conn.id] = conn
         try:
             if self._closing:  # its handshake finished while close() was running
                 conn._close_soon(CloseCode.GOING_AWAY, "server shutting down")
             else:
-                await conn._start(self.setup)
+                await conn._start(self.setup, prepare)
             await reader
         finally:
-            self._connections.pop(conn.id, None)
-            for room in self._rooms.leave_all(conn):
-                if self.backend is not None:
-                    self.backend.left(room)
+            rooms = self._rooms.leave_all(conn)
+            if not (conn.may_resume and await self._park(conn, rooms)):
+                for room in rooms:
+                    if self.backend is not None:
+                        self.backend.left(room)
+            self._connections.pop(conn.id, None)  # last: parked first, if it may resume
             ip = self._ip_of.pop(conn.id, None)
             if ip is not None:
                 self._per_ip.release(ip)
+
+    # -- resume ----------------------------------------------------------------------
+
+    async def _resume(self, conn: Connection) -> Callable[[], Awaitable[None]] | None:
+        """Claim the session named by the request's token, if any; send the client its
+        next token. Returns what to do once setup has built the chain."""
+        token = _token_in(conn.request.query)
+        claimed, fresh = None, ""
+        if token:
+            try:
+                claimed = await self.store.claim(token)
+            except Exception as exc:
+                logger.warning("resume: the store failed; starting fresh: %r", exc)
+            if claimed is None:
+                fresh = "unknown, used or expired token"
+            elif claimed[1].overflowed:
+                claimed, fresh = None, "too many messages were sent while it was away"
+        conn.resume_token = new_token()
+        if claimed is not None:
+            record, missed = claimed
+            ghost = self._ghosts.get(record.id)
+            if ghost is not None:  # parked here: the new connection takes its place
+                self._drop_ghost(ghost, tell_backend=False)
+            conn.id, conn.user, conn.state, conn.resumed = (
+                record.id,
+                record.user,
+                record.state,
+                True,
+            )
+        conn.write(encode(Resume(conn.resume_token, conn.resumed, fresh)))
+        if claimed is None:
+            return None
+
+        async def prepare() -> None:
+            for room in record.rooms:
+                if self._rooms.join(conn, room) and ghost is None and self.backend is not None:
+                    self.backend.joined(room)  # parked elsewhere: its count is ours now
+            if record.stage and record.stage != conn.current:
+                with contextlib.suppress(KeyError):  # a stage this chain no longer has
+                    conn.stages.jump(record.stage)
+            for data in missed.messages:
+                conn.write(data)
+
+        return prepare
+
+    async def _park(self, conn: Connection, rooms: frozenset[str]) -> bool:
+        """Park a dropped session for its resume; ``False`` if it could not be."""
+        grace, token = self.settings.resume, conn.resume_token
+        assert grace is not None and token is not None
+        stage = conn.current if len(conn.stages) else ""
+        record = Parked(conn.id, conn.user, conn.state, tuple(sorted(rooms)), stage)
+        try:
+            await self.store.park(token, record, grace)
+        except (TypeError, ValueError) as exc:
+            logger.warning(
+                "resume: session %s not parked: %s (user and state must be JSON)", conn.id, exc
+            )
+            return False
+        except Exception as exc:
+            logger.warning("resume: session %s not parked: the store failed: %r", conn.id, exc)
+            return False
+        if self._closing:
+            return True  # parked for another process; this one keeps nothing
+        ghost = Ghost(conn.id, stage, token)
+        for room in rooms:
+            self._rooms.join(ghost, room)
+        self._ghosts[conn.id] = ghost
+        ghost.timer = asyncio.get_running_loop().call_later(grace, self._drop_ghost, ghost)
+        return True
+
+    def _drop_ghost(self, ghost: Ghost, *, tell_backend: bool = True) -> None:
+        if self._ghosts.get(ghost.id) is ghost:
+            del self._ghosts[ghost.id]
+        if ghost.timer is not None:
+            ghost.timer.cancel()
+        for room in self._rooms.leave_all(ghost):
+            if tell_backend and self.backend is not None:
+                self.backend.left(room)
+
+
+def _token_in(query: str) -> str | None:
+    values = parse_qs(query).get(QUERY_KEY)
+    return values[0] if values else None

@@ -75,6 +75,12 @@ class Settings:
     """Open connections allowed from one IP address at once; more get HTTP 503."""
     new_per_ip: float | None = None
     """New connections per second allowed from one IP address; more get HTTP 429."""
+    resume: float | None = None
+    """Seconds a dropped connection may come back and resume (its id, user, state,
+    rooms, stage and missed messages); ``None`` (default): no resume."""
+    redis: str | None = None
+    """``redis://host:port/db``: share rooms, broadcasts and resume sessions with every
+    process using that Redis (``aiosocker[redis]``)."""
     # -- a listening server
     path: str = "/"
     """The WebSocket's HTTP path; other paths serve ``routes`` or 404."""
@@ -94,6 +100,8 @@ class Settings:
             raise ValueError(
                 f"max_memory ({self.max_memory}) must be at least max_size ({self.max_size})"
             )
+        if self.resume is not None and not self.resume > 0:
+            raise ValueError(f"resume must be a positive number of seconds, got {self.resume}")
         if isinstance(self.allowed_hosts, str):
             raise TypeError("allowed_hosts is a list of host names, e.g. ['game.example']")
         if not self.path.startswith("/"):

@@ -11,6 +11,7 @@ from collections.abc import Iterable, Mapping
 from types import TracebackType
 from typing import Unpack
 
+from .backends import attach
 from .connection import Connection
 from .errors import CloseCode
 from .hub import Hub, HubOptions, Setup
@@ -71,6 +72,7 @@ class Server:
         **options: Unpack[ServerOptions],
     ) -> None:
         self.hub = Hub(setup, Settings.of(options))
+        attach(self.hub)
         """The live connections (what :meth:`tick`, :meth:`broadcast` and
         :attr:`connections` forward to)."""
         self.host = host

@@ -27,6 +27,7 @@ from aiosocker.rtc import (
     Open,
     Ready,
     Renegotiate,
+    Resume,
     decode,
     encode,
     is_signaling,
@@ -71,6 +72,8 @@ EVERY_TYPE: list[Message] = [
     Error(CloseCode.BAD_SIGNALING, "setRemoteDescription failed: ünïcode"),
     Bye(),
     Bye("done"),
+    Resume("tok_-9"),
+    Resume("t", resumed=True, fresh_reason=""),
 ]
 
 
@@ -83,6 +86,33 @@ def test_round_trip_every_type(message: Message) -> None:
     assert type(decode(frame)) is type(message)
 
 
+@pytest.mark.parametrize(
+    ("frame", "why"),
+    [
+        ("ff 53 01 09 02 00 01 61", "unknown bits"),
+        ("ff 53 01 09 00 00 01 2e", "URL-safe"),
+        ("ff 53 01 09 00 00 00", "URL-safe"),
+        ("ff 53 01 09 00 00 05 61", "truncated"),
+    ],
+)
+def test_bad_resume_frames(frame: str, why: str) -> None:
+    with pytest.raises(SignalingError, match=why):
+        decode(bytes.fromhex(frame))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error"),
+    [
+        ({"token": ""}, ValueError),
+        ({"token": "a b"}, ValueError),
+        ({"token": "a", "resumed": 1}, TypeError),
+    ],
+)
+def test_resume_is_checked(kwargs: dict[str, object], error: type[Exception]) -> None:
+    with pytest.raises(error):
+        Resume(**kwargs)  # type: ignore[arg-type]
+
+
 def test_every_type_is_covered() -> None:
     assert {m.TYPE for m in EVERY_TYPE} == set(MessageType)
 
@@ -93,6 +123,8 @@ GOLDEN: list[tuple[Message, str]] = [
     (Open(), "ff 53 01 05"),
     (Bye(), "ff 53 01 08"),
     (Bye("done"), "ff 53 01 08 64 6f 6e 65"),
+    (Resume("ab", resumed=True), "ff 53 01 09 01 00 02 61 62"),
+    (Resume("ab", fresh_reason="x"), "ff 53 01 09 00 00 02 61 62 78"),
     (Answer("v=0"), "ff 53 01 03 76 3d 30"),
     (Renegotiate("x"), "ff 53 01 06 78"),
     (Error(4400, "bad"), "ff 53 01 07 11 30 62 61 64"),
@@ -216,8 +248,8 @@ MALFORMED: list[tuple[bytes, str]] = [
     (b"\x00", r"not a signaling frame: it starts with 00"),
     (header(0x01, version=2), r"unsupported signaling version 2; this peer speaks version 1"),
     (header(0x01, version=0), r"unsupported signaling version 0"),
-    (header(0x00), r"unknown signaling message type 0x00; version 1 has 0x01\.\.0x08"),
-    (header(0x09), r"unknown signaling message type 0x09"),
+    (header(0x00), r"unknown signaling message type 0x00; version 1 has 0x01\.\.0x09"),
+    (header(0x0A), r"unknown signaling message type 0x0a"),
     (header(0xFF), r"unknown signaling message type 0xff"),
     (header(0x01) + b"\x00", r"bad READY: 1 unexpected bytes after the payload at offset 4"),
     (header(0x05) + b"xyz", r"bad OPEN: 3 unexpected bytes after the payload at offset 4"),

@@ -253,6 +253,7 @@ SANS_IO = (
     "aiosocker.handshake",
     "aiosocker.limits",
     "aiosocker.rooms",
+    "aiosocker.resume",
     "aiosocker.rtc.envelope",
     "aiosocker.rtc.batch",
     "aiosocker.transports.picows.framing",
@@ -272,7 +273,11 @@ def src_layer(module: str) -> str:
         return "connection"
     if module == "aiosocker.hub":
         return "hub"
-    for layer, prefix in (("rtc", "aiosocker.rtc"), ("transports", "aiosocker.transports")):
+    for layer, prefix in (
+        ("rtc", "aiosocker.rtc"),
+        ("transports", "aiosocker.transports"),
+        ("transports", "aiosocker.backends"),  # adapters to other processes, same layer
+    ):
         if module == prefix or module.startswith(prefix + "."):
             return layer
     return "entry"  # server, client, cli, demo, the package's __init__

@@ -42,6 +42,8 @@ def test_defaults() -> None:
         "allowed_hosts": None,
         "max_per_ip": None,
         "new_per_ip": None,
+        "resume": None,
+        "redis": None,
         "path": "/",
         "transport": "websockets",
     }

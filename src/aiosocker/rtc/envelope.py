@@ -73,6 +73,7 @@ MAX_CHANNEL_ID: Final = 65534
 _U16_MAX: Final = 0xFFFF
 _HEADER_SIZE: Final = 4  # magic (2), version (1), type (1)
 
+_U8 = struct.Struct(">B")
 _U16 = struct.Struct(">H")
 # Fixed part of a channel: flags, max_retransmits, max_packet_lifetime, id, label length.
 _CHANNEL = struct.Struct(">BHHHH")
@@ -111,6 +112,10 @@ class MessageType(IntEnum):
     """Either way: what went wrong, before the sender closes the connection."""
     BYE = 0x08
     """Either way: the sender closes its peer connection on purpose."""
+    RESUME = 0x09
+    """Server -> client: the token to resume this session with, and whether this
+    connection resumed an earlier one (not rtc: the same envelope, see
+    docs/protocol.md)."""
 
 
 _HEADERS: Final = {kind: MAGIC + bytes((VERSION, kind)) for kind in MessageType}
@@ -421,7 +426,38 @@ class Bye:
         _utf8(self.reason, "BYE reason", MAX_TEXT_SIZE)
 
 
-Message: TypeAlias = Ready | Offer | Answer | Candidate | Open | Renegotiate | Error | Bye
+_TOKEN_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+
+
+@dataclass(frozen=True, slots=True)
+class Resume:
+    """RESUME, server -> client, before anything else on a connection of a server with
+    ``resume=``: reconnect with ``?resume=TOKEN`` within the grace period to come back
+    as this session. ``resumed`` says whether this connection resumed an earlier one;
+    ``fresh_reason`` why not, when a token was given but could not be used."""
+
+    TYPE: ClassVar[MessageType] = MessageType.RESUME
+
+    token: str
+    """The token for the next reconnect (URL-safe, at most 256 bytes; single use)."""
+    resumed: bool = False
+    """Whether this connection took over an earlier session."""
+    fresh_reason: str = ""
+    """Why a token given on connect did not resume (unknown, used, expired, or too many
+    missed messages)."""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.resumed, bool):
+            raise TypeError(f"RESUME resumed must be a bool, got {self.resumed!r}")
+        _utf8(self.token, "RESUME token", 256)
+        if not self.token or not all(
+            c.isascii() and (c.isalnum() or c in "-_") for c in self.token
+        ):
+            raise ValueError(f"RESUME token must be 1-256 URL-safe characters, got {self.token!r}")
+        _utf8(self.fresh_reason, "RESUME reason", MAX_TEXT_SIZE)
+
+
+Message: TypeAlias = Ready | Offer | Answer | Candidate | Open | Renegotiate | Error | Bye | Resume
 """Any signaling message."""
 
 
@@ -475,6 +511,9 @@ def encode(message: Message) -> bytes:
             payload = reason.encode()
         case Error(code=code, reason=reason):
             payload = _U16.pack(code) + reason.encode()
+        case Resume(token=token, resumed=resumed, fresh_reason=why):
+            encoded = token.encode()
+            payload = bytes((int(resumed),)) + _U16.pack(len(encoded)) + encoded + why.encode()
         case _:
             raise TypeError(f"not a signaling message: {message!r}")
     return _HEADERS[message.TYPE] + payload
@@ -623,6 +662,19 @@ def _decode_bye(reader: _Reader) -> Bye:
     return Bye(reader.rest("reason", MAX_TEXT_SIZE))
 
 
+def _decode_resume(reader: _Reader) -> Resume:
+    (flags,) = reader.unpack(_U8, "flags")
+    if flags > 1:
+        raise reader.fail(f"flags sets unknown bits {flags & ~1:#04x}")
+    (size,) = reader.unpack(_U16, "token size")
+    token = reader.text(reader.take(size, "token"), "token", 256)
+    why = reader.rest("reason", MAX_TEXT_SIZE)
+    try:
+        return Resume(token, bool(flags), why)
+    except ValueError as exc:
+        raise reader.fail(str(exc)) from None
+
+
 _DECODERS: Final[dict[MessageType, Callable[[_Reader], Message]]] = {
     MessageType.READY: _decode_ready,
     MessageType.OFFER: _decode_offer,
@@ -632,6 +684,7 @@ _DECODERS: Final[dict[MessageType, Callable[[_Reader], Message]]] = {
     MessageType.RENEGOTIATE: _decode_renegotiate,
     MessageType.ERROR: _decode_error,
     MessageType.BYE: _decode_bye,
+    MessageType.RESUME: _decode_resume,
 }
 
 

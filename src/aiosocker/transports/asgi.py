@@ -30,6 +30,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from http import HTTPStatus
 from typing import Any, TypeAlias, Unpack
 
+from ..backends import attach
 from ..connection import Connection, Setup
 from ..errors import CloseCode, ConnectionClosedError, HandshakeRejected
 from ..handshake import Request, Response, refusal
@@ -190,6 +191,7 @@ class ASGIApp:
 
     def __init__(self, setup: Setup, **options: Unpack[ASGIOptions]) -> None:
         self.hub = Hub(setup, Settings.of({**options, "ping_interval": None}))
+        attach(self.hub)
         """The :class:`~aiosocker.hub.Hub` of this app's connections: use its
         ``connections``, ``tick()``, ``broadcast()`` and ``close()``."""
 

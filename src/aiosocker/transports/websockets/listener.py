@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from websockets.asyncio.server import Server as WsServer
 from websockets.asyncio.server import ServerConnection
 from websockets.asyncio.server import serve as ws_serve
@@ -72,6 +74,7 @@ class WebsocketsListener:
             ping_timeout=settings.ping_timeout,
             close_timeout=settings.close_timeout,
             server_header="aiosocker",
+            reuse_port=os.environ.get("AIOSOCKER_REUSE_PORT") == "1",  # aiosocker run --workers
         )
         bound: int = self._server.sockets[0].getsockname()[1]
         return bound

@@ -3,6 +3,7 @@ or client side), and its read pump."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from websockets.asyncio.connection import Connection as WsConnection
@@ -63,10 +64,21 @@ def ending(ws: WsConnection) -> tuple[int | None, str]:
     )
 
 
-async def pump(ws: WsConnection, conn: Connection) -> None:
-    """Read ``ws`` into ``conn`` until it closes, then report the end to ``conn``."""
+async def pump(
+    ws: WsConnection, conn: Connection, first: Callable[[bytes | str], bool] | None = None
+) -> None:
+    """Read ``ws`` into ``conn`` until it closes, then report the end to ``conn``.
+    ``first`` sees the first message before the chain does and may consume it (the
+    client's RESUME frame)."""
     receive = conn._receive
     try:
+        if first is not None:
+            async for message in ws:
+                if not first(message):
+                    waiter = receive(message)
+                    if waiter is not None:
+                        await waiter
+                break
         async for message in ws:
             waiter = receive(message)
             if waiter is not None:
