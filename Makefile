@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck docs pytest bench bench-quick system clean
+.PHONY: demo test lint typecheck docs pytest bench bench-quick soak system clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -59,6 +59,13 @@ bench: $(BENCH_STAMP) system
 
 bench-quick: $(BENCH_STAMP) system
 	$(PY) -m bench --quick
+
+# The soak (bench/soak/): a server in its own process, 500 WebSocket and 50 rtc clients for
+# 90 s with abrupt disconnects and hostile clients; prints a table, writes
+# bench/soak/results.json, fails if a check does. `make test` runs the short one
+# (tests/integration/test_soak.py).
+soak: $(STAMP)
+	$(PY) -m bench.soak
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage htmlcov site dist
