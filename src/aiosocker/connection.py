@@ -40,6 +40,7 @@ from .errors import (
 )
 from .handshake import Request
 from .limits import Bucket, Rate
+from .meter import Meter
 from .options import DEFAULTS, Drive, Settings, TextPolicy
 from .stages import Stages
 
@@ -160,6 +161,7 @@ class Connection:
         "_loop",
         "_max_queue",
         "_membership",
+        "_meter",
         "_open_hooks",
         "_opened",
         "_out_bytes",
@@ -212,6 +214,7 @@ class Connection:
         self._out_bytes = self._deferred_bytes = self._in_bytes = 0
         self._rate = settings.rate
         self._membership: Membership | None = None
+        self._meter: Meter | None = None
         self._channels: Callable[[str], ChannelLike | None] | None = None
         self._bucket: Bucket | None = None
         self._limited = settings.rate is not None  # some rate applies: no fast path
@@ -293,6 +296,17 @@ class Connection:
         self._direct = (
             handler is None and self.drive == "async" and not self._closing and not self._limited
         )
+
+    @property
+    def meter(self) -> Meter | None:
+        """The server's numbers this connection reports to (``metrics=`` or
+        ``status_page=``), if any."""
+        return self._meter
+
+    def _reader(self) -> Callable[[bytes | str], Awaitable[None] | None]:
+        """What an adapter calls with each incoming message (counted when metered)."""
+        meter = self._meter
+        return self._receive if meter is None else meter.reader(self._receive)
 
     # -- rooms and side channels ---------------------------------------------------
 
@@ -399,6 +413,8 @@ class Connection:
             if writer is not None:
                 await asyncio.shield(writer)
             return
+        if self._meter is not None:
+            self._meter.sent(len(data))
         try:
             await self._transport.send(data)
         except ConnectionClosedError:
@@ -423,6 +439,8 @@ class Connection:
             )
         outbox.append(data)
         self._out_bytes += len(data)
+        if self._meter is not None:
+            self._meter.sent(len(data))
         if self._writer is None:
             # Spawned only while there is a backlog: an idle connection holds no task.
             self._writer = self._loop.create_task(self._drain())
@@ -681,6 +699,8 @@ class Connection:
             logger.error("connection %s: %s raised", self.id, where, exc_info=exc)
             return
         stage = self.stages.current if len(self.stages) else "?"
+        if self._meter is not None:
+            self._meter.error(stage)
         if isinstance(exc, SignalingError):
             code, reason = CloseCode.BAD_SIGNALING, f"stage {stage!r}: {exc}"
         elif isinstance(exc, OverMemoryError):
@@ -810,6 +830,13 @@ class Connection:
             code, reason = self._close_sent
         self.close_code = 1006 if code is None else code  # 1006: ended without a close frame
         self.close_reason = reason
+        if self._meter is not None:
+            history = self.stages.history
+            self._meter.ended(
+                history[-1] if history else None,
+                self.close_code,
+                self.close_code == CloseCode.STAGE_TIMEOUT,
+            )
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None

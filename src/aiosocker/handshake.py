@@ -347,6 +347,11 @@ class Handshake:
             return Response.text(HTTPStatus.METHOD_NOT_ALLOWED, "method not allowed")
         return upgrade_error(request)
 
+    def is_private(self, request: Request) -> bool:
+        """Whether ``request`` asks for a route that admission must pass first."""
+        route = self.routes.get(request.path)
+        return route is not None and route.private
+
     def route(self, request: Request) -> Response:
         """The answer of the route at ``request.path``: 404, 405, 500 or its body."""
         route = self.routes.get(request.path)

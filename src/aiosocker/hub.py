@@ -22,7 +22,15 @@ import contextlib
 import logging
 import time
 import weakref
-from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import (
+    Awaitable,
+    Callable,
+    Collection,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from http import HTTPStatus
 from types import MappingProxyType
 from typing import Any, Protocol, TypedDict
@@ -31,8 +39,9 @@ from urllib.parse import parse_qs
 from .background import Background
 from .connection import CloseHook, Connection, ErrorHook, OpenHook, Setup, Transport
 from .errors import CloseCode, HandshakeRejected, QueueFullError
-from .handshake import Admission, Authenticate, Handshake, Request
+from .handshake import Admission, Authenticate, Handshake, Request, Response, refusal
 from .limits import PerIp, Rate
+from .meter import Meter
 from .options import Drive, Settings, TextPolicy
 from .resume import QUERY_KEY, MemoryStore, Parked, Store, new_token
 from .rooms import Broadcast, Rooms, check_room, stage_set
@@ -66,6 +75,8 @@ class HubOptions(TypedDict, total=False):
     new_per_ip: float | None
     resume: float | None
     redis: str | None
+    metrics: bool
+    status_page: bool
 
 
 class Backend(Protocol):
@@ -121,9 +132,11 @@ class Hub:
             raise TypeError(f"setup must be a function taking the connection, got {setup!r}")
         self.setup = setup
         self.settings = settings
+        self.meter: Meter | None = Meter() if settings.metrics or settings.status_page else None
+        """The numbers behind ``/metrics`` and ``/status``, when either is on."""
         self.handshake = Handshake(
             settings.path,
-            {**default_routes(), **(settings.routes or {})},
+            {**default_routes(), **self._observing_routes(), **(settings.routes or {})},
             Admission(settings.origins, settings.max_connections, settings.authenticate),
             settings.allowed_hosts,
         )
@@ -150,6 +163,18 @@ class Hub:
         self._admitted: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
         self._closing = False
 
+    def _observing_routes(self) -> dict[str, Route]:
+        routes: dict[str, Route] = {}
+        if self.settings.metrics:
+            from .metrics import metrics_route  # prometheus_client: the metrics extra
+
+            routes["/metrics"] = metrics_route(self)
+        if self.settings.status_page:
+            from .status import status_routes
+
+            routes.update(status_routes(self))
+        return routes
+
     # -- what a user sees ------------------------------------------------------------
 
     @property
@@ -161,6 +186,11 @@ class Hub:
     def closing(self) -> bool:
         """Whether :meth:`close` has been called (new connections are refused)."""
         return self._closing
+
+    def live_stages(self) -> Iterator[str]:
+        """The current stage of every live connection (``"(setup)"`` before it has one)."""
+        for conn in list(self._connections.values()):
+            yield conn.current if len(conn.stages) else "(setup)"
 
     @property
     def rooms(self) -> Mapping[str, frozenset[Connection]]:
@@ -240,6 +270,8 @@ class Hub:
             frozenset(conn.id for conn in skip),
         )
         sent = self._deliver(message, skip)
+        if self.meter is not None:
+            self.meter.broadcast(sent)
         if self.backend is not None:
             await self.backend.publish(message)
         return sent
@@ -293,6 +325,8 @@ class Hub:
                 conn.write(data)
             except QueueFullError:
                 self.skipped["queue_full"] += 1
+                if self.meter is not None:
+                    self.meter.queue_full += 1
                 logger.warning("broadcast: connection %s is not keeping up; skipped", conn.id)
                 continue
             except Exception:  # closing right now
@@ -317,6 +351,24 @@ class Hub:
             await self.backend.close()
 
     # -- what adapters call ----------------------------------------------------------
+
+    async def respond(self, request: Request) -> Response | None:
+        """The HTTP answer for ``request`` (:meth:`Handshake.answer`), after admission
+        for a private route (``/status``, ``/metrics``): ``None`` for an upgrade."""
+        handshake = self.handshake
+        if handshake.is_private(request):
+            try:
+                handshake.check_host(request)
+                handshake.admission.check_origin(request)
+                await handshake.admission.authenticated(request)
+            except HandshakeRejected as exc:
+                return refusal(exc)
+            except Exception:
+                logger.exception("authenticate raised for %s", request.path)
+                return refusal(
+                    HandshakeRejected(HTTPStatus.INTERNAL_SERVER_ERROR, "authentication failed")
+                )
+        return handshake.answer(request)
 
     def _check(self, request: Request) -> None:
         if self._closing:
@@ -373,6 +425,9 @@ class Hub:
             transport, request=request, settings=settings, user=self._admitted.pop(key, None)
         )
         conn._membership = self
+        if self.meter is not None:
+            conn._meter = self.meter
+            conn.stages.observer = self.meter.moved
         place = self._ip_places.pop(key, None)
         if place is not None and place.detach() is not None:
             self._ip_of[conn.id] = request.remote_ip  # released when the connection ends

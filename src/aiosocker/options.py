@@ -81,6 +81,12 @@ class Settings:
     redis: str | None = None
     """``redis://host:port/db``: share rooms, broadcasts and resume sessions with every
     process using that Redis (``aiosocker[redis]``)."""
+    metrics: bool = False
+    """Serve ``/metrics`` in Prometheus' text format (``aiosocker[metrics]``)."""
+    status_page: bool = False
+    """Serve ``/status``: a live page of the stage funnel, close codes and timings.
+    Like ``/metrics``, it answers only requests that pass ``origins`` and
+    ``authenticate``."""
     # -- a listening server
     path: str = "/"
     """The WebSocket's HTTP path; other paths serve ``routes`` or 404."""

@@ -19,6 +19,9 @@ class Route:
 
     content_type: str
     body: bytes | Callable[[], bytes]
+    private: bool = False
+    """Answer only requests that pass the server's admission (``origins`` and
+    ``authenticate``, as a WebSocket would): for pages such as ``/status``."""
 
     def render(self) -> tuple[str, bytes]:
         """The content type and the body to send now."""

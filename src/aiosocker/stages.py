@@ -102,6 +102,7 @@ class Stages:
         "_history_limit",
         "_index",
         "_stages",
+        "observer",
     )
 
     def __init__(
@@ -121,6 +122,9 @@ class Stages:
         # A list, trimmed by hand: a deque's first block costs ~600 bytes per connection.
         self._history: list[Entered] = []
         self._history_limit = history_limit
+        self.observer: Callable[[Entered | None, Entered], None] | None = None
+        """Called with (the entry left, the entry made) on every stage entered (the
+        first one too, with ``None``): how metrics see the chain move."""
 
     # -- building --------------------------------------------------------------------
 
@@ -267,9 +271,13 @@ class Stages:
         stage = self._stages[index]
         self._deadline = None if stage.timeout is None else now + stage.timeout
         history = self._history
-        history.append(Entered(stage.name, index, now, via))
+        entered = Entered(stage.name, index, now, via)
+        previous = history[-1] if history else None
+        history.append(entered)
         if len(history) > self._history_limit:
             del history[0]
+        if self.observer is not None:
+            self.observer(previous, entered)
 
     # -- introspection ---------------------------------------------------------------
 

@@ -254,6 +254,7 @@ SANS_IO = (
     "aiosocker.limits",
     "aiosocker.rooms",
     "aiosocker.resume",
+    "aiosocker.meter",
     "aiosocker.rtc.envelope",
     "aiosocker.rtc.batch",
     "aiosocker.transports.picows.framing",
@@ -271,7 +272,7 @@ def src_layer(module: str) -> str:
         return "core"
     if module in ("aiosocker.connection", "aiosocker.background"):
         return "connection"
-    if module == "aiosocker.hub":
+    if module in ("aiosocker.hub", "aiosocker.metrics", "aiosocker.status"):
         return "hub"
     for layer, prefix in (
         ("rtc", "aiosocker.rtc"),

@@ -44,6 +44,8 @@ def test_defaults() -> None:
         "new_per_ip": None,
         "resume": None,
         "redis": None,
+        "metrics": False,
+        "status_page": False,
         "path": "/",
         "transport": "websockets",
     }

@@ -249,7 +249,7 @@ class ASGIApp:
 
     async def _http(self, scope: Scope, send: Send) -> None:
         request = _request(scope, _route_path(scope))
-        answer = self.hub.handshake.answer(request)
+        answer = await self.hub.respond(request)
         if answer is None:  # a well-formed upgrade sent as plain HTTP: not ours to take
             answer = Response.text(HTTPStatus.UPGRADE_REQUIRED, "upgrade through the ASGI server")
         await send(_start(answer, "http.response"))
@@ -277,6 +277,7 @@ async def _pump(
     code: int | None = None
     reason = ""
     closer: asyncio.Future[None] | None = None
+    receive_message = conn._reader()
     try:
         while True:
             message = await receive()
@@ -298,7 +299,7 @@ async def _pump(
                         )
                     )
                     continue
-                waiter = conn._receive(data)
+                waiter = receive_message(data)
                 if waiter is not None:
                     await waiter
             elif kind == "websocket.disconnect":

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any, cast
@@ -122,7 +123,7 @@ class PicowsSocket(pw.WSListener):
             return
         owner.sockets.add(self)
         conn = self._conn = owner.hub.open(self, self, self._request)
-        self._receive = conn._receive
+        self._receive = conn._reader()
         owner.spawn(owner.hub.run(conn, self._read()))
 
     def on_ws_frame(self, transport: Any, frame: Any) -> None:
@@ -357,15 +358,16 @@ class _Front(asyncio.Protocol):
         except ValueError:
             self._answer(BAD_REQUEST.to_http())
             return
-        answer = self._owner.hub.handshake.answer(request)
-        if answer is not None:
-            self._answer(answer.to_http())
-            return
         self._task = self._owner.spawn(self._admit(PicowsSocket(self._owner, request)))
 
     async def _admit(self, sock: PicowsSocket) -> None:
+        hub = self._owner.hub
+        answer = await hub.respond(sock._request)
+        if answer is not None:
+            self._answer(answer.to_http())
+            return
         try:
-            await self._owner.hub.admit(sock, sock._request)
+            await hub.admit(sock, sock._request)
         except HandshakeRejected as exc:
             self._answer(refusal(exc).to_http())
             return
@@ -447,7 +449,12 @@ class PicowsListener:
         return task
 
     async def start(self, host: str, port: int) -> int:
-        self._server = await self.loop.create_server(lambda: _Front(self), host, port)
+        self._server = await self.loop.create_server(
+            lambda: _Front(self),
+            host,
+            port,
+            reuse_port=os.environ.get("AIOSOCKER_REUSE_PORT") == "1",  # aiosocker run --workers
+        )
         bound: int = self._server.sockets[0].getsockname()[1]
         return bound
 

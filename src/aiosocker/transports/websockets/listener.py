@@ -90,7 +90,7 @@ class WebsocketsListener:
     async def _process_request(self, ws: ServerConnection, raw: WsRequest) -> WsResponse | None:
         hub = self.hub
         request = _request(ws, raw)
-        answer = hub.handshake.answer(request)
+        answer = await hub.respond(request)
         if answer is not None:
             return _response(answer)
         try:

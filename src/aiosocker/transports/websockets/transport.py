@@ -70,7 +70,7 @@ async def pump(
     """Read ``ws`` into ``conn`` until it closes, then report the end to ``conn``.
     ``first`` sees the first message before the chain does and may consume it (the
     client's RESUME frame)."""
-    receive = conn._receive
+    receive = conn._reader()
     try:
         if first is not None:
             async for message in ws:
