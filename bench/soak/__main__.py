@@ -315,14 +315,19 @@ def check(
     return out
 
 
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}es"
+
+
 def table(run: dict[str, Any], summary: dict[str, Any]) -> str:
     plan = run["plan"]
     roles = summary["roles"]
     end = run["end"]
     lines = [
         f"soak ({plan['name']}, {run['transport']}): {plan['ws_clients']} WebSocket clients in "
-        f"{plan['ws_procs']} processes, {plan['rtc_clients']} rtc clients in "
-        f"{plan['rtc_procs']}, hostile x{plan['hostile_rounds']}, {plan['duration']:g} s; "
+        f"{plural(plan['ws_procs'], 'process')}, {plan['rtc_clients']} rtc clients in "
+        f"{plural(plan['rtc_procs'], 'process')}, hostile x{plan['hostile_rounds']}, "
+        f"{plan['duration']:g} s; "
         f"clients took {run['seconds']['clients']:g} s, the run {run['seconds']['total']:g} s",
         "",
         f"{'reliable path (well-behaved)':34} {'sessions':>9} {'sent':>9} {'echoed':>9} "
