@@ -297,6 +297,15 @@ class Connection:
             handler is None and self.drive == "async" and not self._closing and not self._limited
         )
 
+    def log_context(self) -> dict[str, Any]:
+        """The ``extra`` fields of every log line about this connection: ``conn_id``,
+        ``stage`` and ``remote`` (never message payloads)."""
+        remote = self.remote_address
+        if isinstance(remote, (tuple, list)) and len(remote) >= 2:
+            remote = f"{remote[0]}:{remote[1]}"
+        stage = self.stages.current if len(self.stages) else ""
+        return {"conn_id": self.id, "stage": stage, "remote": str(remote)}
+
     @property
     def meter(self) -> Meter | None:
         """The server's numbers this connection reports to (``metrics=`` or
@@ -453,7 +462,7 @@ class Connection:
                 await self._transport.send(outbox[0])
                 self._out_bytes -= len(outbox.popleft())
         except Exception as exc:  # the transport failed; its reader reports the end
-            logger.debug("connection %s: write failed: %r", self.id, exc)
+            logger.debug("connection %s: write failed: %r", self.id, exc, extra=self.log_context())
             outbox.clear()
             self._out_bytes = 0
         finally:
@@ -635,7 +644,12 @@ class Connection:
 
     def _text_frame(self, message: str) -> None:
         if self._text == "ignore":
-            logger.info("connection %s: ignored a text frame (%d chars)", self.id, len(message))
+            logger.info(
+                "connection %s: ignored a text frame (%d chars)",
+                self.id,
+                len(message),
+                extra=self.log_context(),
+            )
             return None
         self._close_soon(CloseCode.UNSUPPORTED_DATA, "text frames are not supported; send binary")
         return None
@@ -696,7 +710,9 @@ class Connection:
         if where is not None:
             self._report(exc)
             self._close_soon(CloseCode.INTERNAL_ERROR, f"{where} raised {type(exc).__name__}")
-            logger.error("connection %s: %s raised", self.id, where, exc_info=exc)
+            logger.error(
+                "connection %s: %s raised", self.id, where, exc_info=exc, extra=self.log_context()
+            )
             return
         stage = self.stages.current if len(self.stages) else "?"
         if self._meter is not None:
@@ -710,7 +726,13 @@ class Connection:
         else:
             code = CloseCode.INTERNAL_ERROR
             reason = f"stage {stage!r} raised {type(exc).__name__}"
-            logger.error("connection %s: stage %r raised", self.id, stage, exc_info=exc)
+            logger.error(
+                "connection %s: stage %r raised",
+                self.id,
+                stage,
+                exc_info=exc,
+                extra=self.log_context(),
+            )
         self._report(exc)
         self._close_soon(code, reason)
 
@@ -738,7 +760,9 @@ class Connection:
             await _call_hook(hook, *args)
         except Exception:
             # A broken hook must not take the server down with it.
-            logger.exception("connection %s: %s hook raised", self.id, what)
+            logger.exception(
+                "connection %s: %s hook raised", self.id, what, extra=self.log_context()
+            )
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -807,7 +831,7 @@ class Connection:
         try:
             await self._transport.close(code, reason)
         except Exception as exc:  # already gone: the reader reports the end
-            logger.debug("connection %s: close failed: %r", self.id, exc)
+            logger.debug("connection %s: close failed: %r", self.id, exc, extra=self.log_context())
 
     async def wait_closed(self) -> None:
         """Wait until the connection has ended and its close hooks have run."""

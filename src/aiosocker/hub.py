@@ -327,7 +327,11 @@ class Hub:
                 self.skipped["queue_full"] += 1
                 if self.meter is not None:
                     self.meter.queue_full += 1
-                logger.warning("broadcast: connection %s is not keeping up; skipped", conn.id)
+                logger.warning(
+                    "broadcast: connection %s is not keeping up; skipped",
+                    conn.id,
+                    extra=conn.log_context(),
+                )
                 continue
             except Exception:  # closing right now
                 continue
@@ -517,11 +521,19 @@ class Hub:
             await self.store.park(token, record, grace)
         except (TypeError, ValueError) as exc:
             logger.warning(
-                "resume: session %s not parked: %s (user and state must be JSON)", conn.id, exc
+                "resume: session %s not parked: %s (user and state must be JSON)",
+                conn.id,
+                exc,
+                extra=conn.log_context(),
             )
             return False
         except Exception as exc:
-            logger.warning("resume: session %s not parked: the store failed: %r", conn.id, exc)
+            logger.warning(
+                "resume: session %s not parked: the store failed: %r",
+                conn.id,
+                exc,
+                extra=conn.log_context(),
+            )
             return False
         if self._closing:
             return True  # parked for another process; this one keeps nothing
