@@ -11,17 +11,20 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-# System packages the tests use: headless Chromium, and node/npm (the npm package's test
-# packs the browser client and bundles it with esbuild). Installed with apt-get when root.
+# System packages the tests use: headless Chromium, node/npm (the npm package's test
+# packs the browser client and bundles it with esbuild), redis-server (rooms and resume
+# across processes) and nginx (the deploy recipe's test). Installed with apt-get when root.
 system:
 	@pkgs=""; \
 	command -v chromium >/dev/null 2>&1 || pkgs="chromium"; \
 	command -v node >/dev/null 2>&1 || pkgs="$$pkgs nodejs"; \
 	command -v npm >/dev/null 2>&1 || pkgs="$$pkgs npm"; \
+	command -v redis-server >/dev/null 2>&1 || pkgs="$$pkgs redis-server"; \
+	command -v nginx >/dev/null 2>&1 || test -x /usr/sbin/nginx || pkgs="$$pkgs nginx"; \
 	if [ -z "$$pkgs" ]; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$pkgs; \
-	else echo "install Debian's packages:$$pkgs (browser tests need /usr/bin/chromium, the npm test node and npm)"; exit 1; fi
+	else echo "install Debian's packages:$$pkgs (browser tests need /usr/bin/chromium, the npm test node and npm, the Redis tests redis-server, the nginx test nginx)"; exit 1; fi
 
 demo: $(STAMP)
 	$(PY) -m aiosocker demo

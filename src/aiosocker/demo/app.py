@@ -4,6 +4,11 @@ Stages of every player, server side: ``hello`` (the client says hello; the serve
 the buffered scene) -> ``rtc_ready`` -> ``rtc_answer`` -> ``rtc_open`` -> ``playing``
 (joins, leaves and chat on the reliable WebSocket). Positions travel on the unreliable
 DataChannel; the world state goes back to each player once per tick, batched.
+
+With ``--workers N --redis URL`` several processes serve one game: each broadcasts its
+own players' states (``server.broadcast(channel="game")``, so they reach every process's
+players) and its joins, leaves, chat and stats, which name the process (``origin``) so a
+page keeps each process's players apart.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import random
 import signal
 import time
 from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from importlib.resources import files
 
@@ -22,10 +28,11 @@ from ..client import connect
 from ..connection import Connection
 from ..routes import Route
 from ..rtc.session import ClientSession, ServerSession, client_stages, server_stages
+from ..run import WorkerOptions, configure_logging, supervise
 from ..server import Server, serve
 from .world import SIZE, World, control, parse_control, position
 
-__all__ = ["Demo", "demo_server", "run_bot", "run_demo"]
+__all__ = ["Demo", "demo_server", "run_bot", "run_demo", "run_demo_workers", "worker_server"]
 
 TICK_HZ = 30
 
@@ -44,6 +51,10 @@ class Demo:
     server: Server | None = None
     messages_in: int = 0
     messages_out: int = 0
+    origin: str = ""
+    """This process's name in the control messages (its Redis backend's origin)."""
+    shared: bool = False
+    """Other processes serve the same game (Redis): the world state is broadcast."""
 
     async def setup(self, conn: Connection) -> None:
         """Build one player's chain (called by the server for each connection)."""
@@ -56,8 +67,10 @@ class Demo:
             player = self.world.join(str(request.get("name", "")), bot=bool(request.get("bot")))
             conn.state["player"] = player.id
             self.sessions[player.id] = (conn, rtc)
-            await conn.send(self.world.scene(player.id))
-            await self.broadcast(control("join", player=player.public()), exclude=conn)
+            await conn.send(self.world.scene(player.id, self.origin))
+            await self.broadcast(
+                control("join", player=player.public(), origin=self.origin), exclude=conn
+            )
             return True
 
         rtc = server_stages(conn, timeout=5)
@@ -101,6 +114,14 @@ class Demo:
                     if rtc.send(state):
                         self.messages_out += 1
 
+    async def tick_shared(self) -> None:
+        """Broadcast this process's players to every player of every process (on their
+        open ``game`` channels; a channel batches what one tick sends)."""
+        if self.server is None:
+            return
+        for state in self.world.states():
+            self.messages_out += await self.server.broadcast(state, stage="playing", channel="game")
+
     def stats(self, seconds: float) -> bytes:
         """The stats control message, with rates over the last ``seconds``."""
         players = []
@@ -114,6 +135,7 @@ class Demo:
             players=players,
             msgs_in=round(self.messages_in / seconds),
             msgs_out=round(self.messages_out / seconds),
+            origin=self.origin,
         )
         self.messages_in = self.messages_out = 0
         return message
@@ -124,7 +146,10 @@ class Demo:
         last_stats = time.monotonic()
         while True:
             started = time.monotonic()
-            self.tick()
+            if self.shared:
+                await self.tick_shared()
+            else:
+                self.tick()
             if started - last_stats >= 1.0:
                 await self.broadcast(self.stats(started - last_stats))
                 last_stats = started
@@ -168,14 +193,18 @@ async def run_bot(url: str, name: str, *, seconds: float | None = None) -> None:
 
 @contextlib.asynccontextmanager
 async def demo_server(
-    host: str = "127.0.0.1", port: int = 8000, *, bots: int = 0
+    host: str = "127.0.0.1", port: int = 8000, *, bots: int = 0, redis: str | None = None
 ) -> AsyncIterator[Server]:
     """The demo server, its game loop and ``bots`` wandering players, running inside
-    the ``async with``; shuts down cleanly (1001 to every client) at its end."""
-    demo = Demo()
+    the ``async with``; shuts down cleanly (1001 to every client) at its end. With
+    ``redis``, it shares the game with every other demo process on that Redis."""
+    shared = redis is not None
+    demo = Demo(world=World(random_ids=shared), shared=shared)
     routes = {"/": Route("text/html; charset=utf-8", page)}
-    async with serve(demo.setup, host, port, path="/ws", routes=routes) as server:
+    async with serve(demo.setup, host, port, path="/ws", routes=routes, redis=redis) as server:
         demo.server = server
+        if server.hub.backend is not None:
+            demo.origin = server.hub.backend.origin
         tasks = [asyncio.create_task(demo.run_loops())]
         tasks += [asyncio.create_task(run_bot(server.url, f"bot{i + 1}")) for i in range(bots)]
         try:
@@ -211,3 +240,46 @@ async def run_demo(
                 with contextlib.suppress(NotImplementedError, RuntimeError):
                     loop.remove_signal_handler(sig)
             announce("aiosocker demo: shutting down (code 1001 to every client)")
+
+
+def worker_server(options: WorkerOptions) -> AbstractAsyncContextManager[Server]:
+    """One process of ``aiosocker demo --workers N``: the demo server on the shared
+    port and Redis (the bots, if any, run in worker 0)."""
+    bots = int(options.extra.get("bots", 0)) if options.index == 0 else 0
+    return demo_server(options.host, options.port, bots=bots, redis=options.redis)
+
+
+def run_demo_workers(
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    *,
+    workers: int,
+    redis: str | None,
+    bots: int = 0,
+    seconds: float | None = None,
+    verbose: bool = False,
+    announce: Callable[[str], object] | None = None,
+) -> int:
+    """Serve the demo with ``workers`` processes on one port, sharing the game through
+    ``redis``, until Ctrl-C or SIGTERM (or for ``seconds``); returns the exit status."""
+    configure_logging("text", "supervisor", verbose=verbose)
+    options = WorkerOptions(
+        entry="aiosocker.demo.app:worker_server",
+        target=None,
+        host=host,
+        port=port,
+        redis=redis,
+        extra={"bots": bots, "verbose": verbose},
+    )
+    authority = f"[{host}]" if ":" in host else host
+    say = announce or (lambda line: print(line, flush=True))
+
+    def ready(bound: int) -> None:
+        say(
+            f"aiosocker demo: open http://{authority}:{bound}/ in a few browser tabs "
+            f"({workers} processes; Ctrl-C stops)"
+        )
+
+    status = supervise(options, workers=workers, ready=ready, seconds=seconds)
+    say("aiosocker demo: shutting down (code 1001 to every client)")
+    return status

@@ -7,6 +7,7 @@ stats) on the reliable WebSocket as small JSON documents. Pure: no I/O here.
 from __future__ import annotations
 
 import json
+import random
 import struct
 from dataclasses import dataclass, field
 from typing import Any
@@ -81,12 +82,19 @@ class World:
     """All players, and the messages that describe them."""
 
     players: dict[int, Player] = field(default_factory=dict)
+    random_ids: bool = False
+    """Random 31-bit player ids instead of 1, 2, 3...: several processes share one game
+    (``--workers``), and their ids must not collide."""
     _next_id: int = 1
 
     def join(self, name: str, *, bot: bool = False) -> Player:
         """Add a player with a fresh id and colour."""
         pid = self._next_id
         self._next_id += 1
+        if self.random_ids:
+            pid = random.randrange(1, 1 << 31)
+            while pid in self.players:
+                pid = random.randrange(1, 1 << 31)
         clean = "".join(ch for ch in name if ch.isprintable())[:20] or f"player{pid}"
         player = Player(pid, clean, COLORS[pid % len(COLORS)], bot=bot)
         self.players[pid] = player
@@ -96,13 +104,15 @@ class World:
         """Remove a player."""
         self.players.pop(pid, None)
 
-    def scene(self, you: int) -> bytes:
-        """The buffered scene a new client gets: everyone, and who it is."""
+    def scene(self, you: int, origin: str = "") -> bytes:
+        """The buffered scene a new client gets: everyone, and who it is (``origin``
+        names the process that serves them)."""
         return control(
             "scene",
             you=you,
             size=SIZE,
             players=[p.public() for p in self.players.values()],
+            origin=origin,
         )
 
     def move(self, pid: int, message: bytes) -> bytes | None:
