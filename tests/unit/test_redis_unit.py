@@ -23,6 +23,16 @@ def test_options_are_checked() -> None:
         RedisBackend("http://not-redis/")
 
 
+def test_prefix_and_heartbeat_can_come_in_the_url() -> None:
+    backend = RedisBackend("redis://127.0.0.1:1/2?prefix=game1&heartbeat=0.5&protocol=2")
+    assert backend.prefix == "game1" and backend._heartbeat == 0.5 and backend._ttl_ms == 1500
+    assert backend.url == "redis://127.0.0.1:1/2?protocol=2"  # the rest is redis-py's
+    assert RedisBackend(URL + "?prefix=x", prefix="y").prefix == "y"  # an argument wins
+    for bad in ("?heartbeat=soon", "?heartbeat=0", "?prefix=a*b", "?prefix="):
+        with pytest.raises(ValueError):
+            RedisBackend(URL + bad)
+
+
 def test_each_process_has_its_own_origin_and_keys_under_the_prefix() -> None:
     a, b = RedisBackend(URL), RedisBackend(URL, prefix="game1")
     assert a.origin != b.origin and len(a.origin) == 32

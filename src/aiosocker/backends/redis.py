@@ -44,6 +44,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
 from redis.asyncio.client import PubSub
@@ -151,6 +152,19 @@ class _Outage:
     store: int = 0
 
 
+_OWN_OPTIONS = ("prefix", "heartbeat")
+
+
+def _own_options(url: str) -> tuple[str, dict[str, str]]:
+    """``url`` without this backend's own query options (``prefix``, ``heartbeat``),
+    and those options: ``serve(redis="redis://host:6379/0?prefix=game1&heartbeat=2")``."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    own = {key: value for key, value in query if key in _OWN_OPTIONS}
+    rest = urlencode([(key, value) for key, value in query if key not in _OWN_OPTIONS])
+    return urlunsplit(parts._replace(query=rest)), own
+
+
 class RedisUnavailable(RedisError):
     """Redis is unreachable right now (the operation was not attempted)."""
 
@@ -160,8 +174,10 @@ class RedisBackend:
 
     ``url`` is ``redis://[user:password@]host:port/db`` (``rediss://`` for TLS).
     ``prefix`` names this deployment's keys and channel (processes with the same
-    prefix share rooms and sessions). ``heartbeat``: seconds between liveness renewals
-    (a dead process stops counting after three). ``backoff``: the longest wait between
+    prefix share rooms and sessions; default ``aiosocker``). ``heartbeat``: seconds
+    between liveness renewals (default 5; a dead process stops counting after three).
+    Both can also be given in the URL's query, as ``serve(redis=...)`` takes a URL only:
+    ``redis://host:6379/0?prefix=game1&heartbeat=2``. ``backoff``: the longest wait between
     reconnection attempts. ``max_pending``: operations queued for the writer at most;
     past it, broadcasts are dropped (and counted).
     """
@@ -170,14 +186,22 @@ class RedisBackend:
         self,
         url: str,
         *,
-        prefix: str = "aiosocker",
-        heartbeat: float = 5.0,
+        prefix: str | None = None,
+        heartbeat: float | None = None,
         backoff: float = 2.0,
         connect_timeout: float = 5.0,
         max_pending: int = 10_000,
     ) -> None:
-        if heartbeat <= 0 or backoff <= 0 or connect_timeout <= 0 or max_pending < 1:
+        url, from_url = _own_options(url)
+        prefix = prefix if prefix is not None else from_url.get("prefix", "aiosocker")
+        try:
+            heartbeat = heartbeat if heartbeat is not None else float(from_url.get("heartbeat", 5))
+        except ValueError:
+            raise ValueError(f"heartbeat= in the Redis URL must be seconds, got {url!r}") from None
+        if not heartbeat > 0 or backoff <= 0 or connect_timeout <= 0 or max_pending < 1:
             raise ValueError("heartbeat, backoff, connect_timeout and max_pending must be > 0")
+        if not prefix or any(c in prefix for c in "{}* \n"):
+            raise ValueError(f"prefix must be a plain non-empty name, got {prefix!r}")
         self.url = url
         self.origin = uuid.uuid4().hex
         """This process's id among those sharing the Redis (a fresh uuid4)."""
