@@ -126,3 +126,53 @@ async def test_write_past_max_memory_raises_queue_full(start_server: StartServer
 async def test_max_memory_must_hold_one_message() -> None:
     with pytest.raises(ValueError, match="max_memory"):
         aiosocker.serve(lambda conn: None, max_memory=100, max_size=1000)
+
+
+async def test_close_timeout_bounds_closing_a_peer_that_never_reads(
+    start_server: StartServer, recorder: Recorder
+) -> None:
+    import base64
+    import contextlib
+    import os
+
+    def setup(conn: aiosocker.Connection) -> None:
+        @conn.stage()
+        async def flood_then_close(message: bytes) -> bool:
+            try:
+                for _ in range(500):
+                    conn.write(b"z" * 60_000)  # 30 MB: more than the socket buffers take
+            except aiosocker.QueueFullError:
+                pass
+            await conn.close(4000, "bye")
+            return False
+
+    server = await start_server(setup, close_timeout=0.5, ping_interval=None, **recorder.hooks())
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    key = base64.b64encode(os.urandom(16)).decode()
+    writer.write(
+        (
+            f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+            "Sec-WebSocket-Version: 13\r\n\r\n"
+        ).encode()
+    )
+    await reader.readuntil(b"\r\n\r\n")
+    writer.write(b"\x82\x81\x00\x00\x00\x00g")  # one masked binary frame: "g"
+
+    async def keep_sending() -> None:
+        frame = b"\x82\xfe\xea\x60\x00\x00\x00\x00" + b"k" * 60_000  # 60 kB, masked
+        with contextlib.suppress(ConnectionError):
+            for _ in range(2000):  # bounded: at most 120 MB, stops when the server hangs up
+                writer.write(frame)
+                await writer.drain()
+
+    sender = asyncio.create_task(keep_sending())
+    try:
+        # Never read again: without the bound, the server waits for room to send its
+        # close frame until the peer leaves (no keepalive here).
+        await recorder.wait_closed(timeout=5)
+    finally:
+        writer.transport.abort()
+        sender.cancel()
+        await asyncio.gather(sender, return_exceptions=True)
+    assert recorder.codes()[0][0] in (4000, 1006)

@@ -58,7 +58,7 @@ async def open_client(
         raise HandshakeRejected(response.status_code, reason) from exc
     parts = urlsplit(url)
     request = Request(parts.path or "/", parts.query, {}, ws.remote_address)
-    transport = WebsocketsTransport(ws)
+    transport = WebsocketsTransport(ws, settings.close_timeout)
     return Connection(transport, request=request, settings=settings), transport
 
 

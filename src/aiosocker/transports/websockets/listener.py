@@ -108,5 +108,6 @@ class WebsocketsListener:
         raw = ws.request
         assert raw is not None
         request = _request(ws, raw)
-        conn = self.hub.open(ws, WebsocketsTransport(ws), request)
+        transport = WebsocketsTransport(ws, self.hub.settings.close_timeout)
+        conn = self.hub.open(ws, transport, request)
         await self.hub.run(conn, pump(ws, conn))

@@ -3,6 +3,7 @@ or client side), and its read pump."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
@@ -27,10 +28,11 @@ def frames_held(settings: Settings) -> int:
 class WebsocketsTransport:
     """A :class:`~aiosocker.connection.Transport` over a ``websockets`` connection."""
 
-    __slots__ = ("ws",)
+    __slots__ = ("close_timeout", "ws")
 
-    def __init__(self, ws: WsConnection) -> None:
+    def __init__(self, ws: WsConnection, close_timeout: float | None = None) -> None:
         self.ws = ws
+        self.close_timeout = close_timeout
 
     @property
     def remote_address(self) -> Any:
@@ -47,7 +49,14 @@ class WebsocketsTransport:
             raise ConnectionClosedError(*ending(self.ws)) from exc
 
     async def close(self, code: int, reason: str) -> None:
-        await self.ws.close(code, reason)
+        # websockets bounds the wait for the peer's close frame, not the wait for room
+        # to send ours: a peer that never reads would hold the connection until the
+        # next keepalive. Past close_timeout in all, drop the socket.
+        try:
+            async with asyncio.timeout(self.close_timeout):
+                await self.ws.close(code, reason)
+        except TimeoutError:
+            self.ws.transport.abort()
 
 
 def _pair(frame: Close | None) -> tuple[int, str] | None:
