@@ -50,12 +50,12 @@ import redis.asyncio as aioredis
 from redis.asyncio.client import PubSub
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from ..resume import MAX_MISSED, MAX_MISSED_BYTES, Missed, Parked, RecordError
 from ..rooms import Broadcast, BroadcastError, decode
 
-__all__ = ["RedisBackend"]
+__all__ = ["RedisBackend", "RedisUnavailable"]
 
 logger = logging.getLogger("aiosocker.redis")
 
@@ -352,24 +352,24 @@ class RedisBackend:
     # -- Store ----------------------------------------------------------------------
 
     async def park(self, token: str, record: Parked, grace: float) -> None:
-        """Keep ``record`` under ``token`` for ``grace`` seconds (lost, and logged, if
-        Redis is unreachable: that client will start fresh)."""
+        """Keep ``record`` under ``token`` for ``grace`` seconds. Raises ``RedisError``
+        (counted in :attr:`dropped`) if Redis is unreachable: the hub then keeps no
+        session, and that client will start fresh."""
         expires = time.time() + grace
         data = Parked(
             record.id, record.user, record.state, record.rooms, record.stage, expires
         ).encode()  # JSON only; a TypeError for what is not JSON data, as MemoryStore
-        try:
-            await self._call("park", token, data, max(1, int(grace * 1000)))
-        except (RedisError, OSError) as exc:
-            logger.warning("redis: session %s not parked (%s); it will start fresh", record.id, exc)
+        await self._call("park", token, data, max(1, int(grace * 1000)))
 
     async def claim(self, token: str) -> tuple[Parked, Missed] | None:
         """Take the record parked under ``token`` and its missed messages, once;
-        ``None`` if unknown, used, expired, not a record, or Redis is unreachable."""
+        ``None`` if unknown, used, expired or not a record (logged, counted). Raises
+        ``RedisError`` if Redis is unreachable."""
         try:
             result = await self._call("claim", token)
-        except (RedisError, OSError) as exc:
-            logger.warning("redis: could not claim a session (%s); it starts fresh", exc)
+        except ResponseError as exc:  # Redis refused: a key of the wrong type there
+            self.dropped["garbage"] += 1
+            logger.warning("redis: refused a parked session that is not a record: %s", exc)
             return None
         if result is None:
             return None
