@@ -157,7 +157,8 @@ class Meter:
     def snapshot(self, live_stages: Iterable[str]) -> dict[str, Any]:
         """Everything, as JSON data (the status page's feed). ``live_stages`` is the
         current stage of every live connection."""
-        stages = sorted(set(self.entries) | {s for s, _ in self.exits})
+        # In the order stages were first entered: the chain's order, for a funnel.
+        stages = list(dict.fromkeys([*self.entries, *(s for s, _ in self.exits)]))
         now = Counter(live_stages)
         funnel = []
         for name in stages:

@@ -201,7 +201,9 @@ async def demo_server(
     shared = redis is not None
     demo = Demo(world=World(random_ids=shared), shared=shared)
     routes = {"/": Route("text/html; charset=utf-8", page)}
-    async with serve(demo.setup, host, port, path="/ws", routes=routes, redis=redis) as server:
+    async with serve(
+        demo.setup, host, port, path="/ws", routes=routes, redis=redis, status_page=True
+    ) as server:
         demo.server = server
         if server.hub.backend is not None:
             demo.origin = server.hub.backend.origin
