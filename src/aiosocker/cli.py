@@ -48,6 +48,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     run.add_argument("--log-format", choices=("text", "json"), default="text")
     run.add_argument(
+        "--options",
+        default=None,
+        metavar="MODULE:NAME",
+        help="a dict of more serve() options, e.g. origins, allowed_hosts, resume",
+    )
+    run.add_argument(
         "--transport",
         choices=("websockets", "picows"),
         default="websockets",
@@ -77,6 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             redis=args.redis,
             log_format=args.log_format,
             transport=args.transport,
+            options=args.options,
         )
     logging.basicConfig(format="%(asctime)s %(name)s %(levelname)s %(message)s")
     if args.verbose:

@@ -117,15 +117,29 @@ def load(target: str) -> Any:
 
 
 def serve_target(options: WorkerOptions) -> AbstractAsyncContextManager[Server]:
-    """The default worker entry: ``serve(setup, host, port, redis=...)`` for the
-    ``module:setup`` in ``options.target``."""
+    """The default worker entry: ``serve(setup, host, port, redis=..., **OPTIONS)`` for
+    the ``module:setup`` in ``options.target``, with the ``serve()`` options of the dict
+    ``--options module:NAME`` names, if given (``origins``, ``allowed_hosts``,
+    ``resume``...)."""
     if options.target is None:
         raise TargetError("no target to serve")
     setup = load(options.target)
     if not callable(setup):
         raise TargetError(f"{options.target} is not a function taking the connection")
-    transport = options.extra.get("transport", "websockets")
-    return serve(setup, options.host, options.port, redis=options.redis, transport=transport)
+    more: dict[str, Any] = {"transport": options.extra.get("transport", "websockets")}
+    named = options.extra.get("options")
+    if named is not None:
+        found = load(named)
+        if not isinstance(found, dict):
+            raise TargetError(f"{named} is not a dict of serve() options")
+        more.update(found)
+    for fixed in ("host", "port", "redis"):
+        if fixed in more:
+            raise TargetError(f"{named}: {fixed} is given on the command line, not in options")
+    try:
+        return serve(setup, options.host, options.port, redis=options.redis, **more)
+    except (TypeError, ValueError) as exc:
+        raise TargetError(f"{named}: {exc}") from None
 
 
 _current: Server | None = None
@@ -476,18 +490,20 @@ def run(
     redis: str | None = None,
     log_format: LogFormat = "text",
     transport: str = "websockets",
+    options: str | None = None,
     announce: Callable[[str], object] | None = None,
 ) -> int:
-    """``aiosocker run``: serve ``module:setup`` with ``workers`` processes on one port."""
+    """``aiosocker run``: serve ``module:setup`` with ``workers`` processes on one port
+    (``options``: ``module:NAME`` of a dict of more ``serve()`` options)."""
     configure_logging(log_format, "supervisor")
-    options = WorkerOptions(
+    worker = WorkerOptions(
         entry="aiosocker.run:serve_target",
         target=target,
         host=host,
         port=port,
         redis=redis,
         log_format=log_format,
-        extra={"transport": transport},
+        extra={"transport": transport, "options": options},
     )
 
     say = announce or _say
@@ -496,7 +512,7 @@ def run(
         authority = f"[{host}]:{bound}" if ":" in host else f"{host}:{bound}"
         say(f"aiosocker run: {workers} worker(s) serving ws://{authority}/ (Ctrl-C stops)")
 
-    status = supervise(options, workers=workers, ready=ready)
+    status = supervise(worker, workers=workers, ready=ready)
     say("aiosocker run: stopped")
     return status
 

@@ -141,11 +141,15 @@ async def test_workers_share_the_port_and_serve_rooms_across_them(
         supervisor(
             "run", "room_server:setup", "--workers", "3", "--port", "0",
             "--redis", redis_server.url, "--log-format", "json",
+            "--options", "room_server:OPTIONS",
             log=log,
         ) as running,
         contextlib.AsyncExitStack() as stack,
     ):  # fmt: skip
-        by_pid = await members_on_every_worker(stack, running.url, 3)
+        with pytest.raises(aiosocker.HandshakeRejected) as refused:  # OPTIONS' path only
+            await stack.enter_async_context(Member(running.url))
+        assert refused.value.status == 404
+        by_pid = await members_on_every_worker(stack, running.url + "rooms", 3)
         assert set(by_pid) == await running.worker_pids()
         everyone = [m for members in by_pid.values() for m in members]
         for member in everyone:
@@ -224,9 +228,15 @@ def test_workers_without_redis_and_bad_targets_are_refused(tmp_path: Path) -> No
     refused = aiosocker_cli("demo", "--workers", "2", "--port", "0")
     assert refused.returncode == 2 and "needs --redis" in refused.stderr
     started = time.monotonic()
-    for target in ("no_such_module:setup", "room_server:no_such_function", "no-colon"):
-        bad = aiosocker_cli("run", target, "--workers", "1", "--port", "0")
-        assert bad.returncode == 2, (target, bad.stderr)
+    for bad_args in (
+        ["no_such_module:setup"],
+        ["room_server:no_such_function"],
+        ["no-colon"],
+        ["room_server:setup", "--options", "room_server:setup"],
+        ["room_server:setup", "--options", "room_server:NOT_OPTIONS"],
+    ):
+        bad = aiosocker_cli("run", *bad_args, "--workers", "1", "--port", "0")
+        assert bad.returncode == 2, (bad_args, bad.stderr)
         assert "Traceback" not in bad.stderr
     assert time.monotonic() - started < 45
 

@@ -24,6 +24,10 @@ import aiosocker
 
 server: aiosocker.Server | None = None
 
+OPTIONS = {"path": "/rooms"}
+"""More serve() options, for ``aiosocker run room_server:setup --options room_server:OPTIONS``."""
+NOT_OPTIONS = {"no_such_option": 1}
+
 
 def the_server() -> aiosocker.Server:
     if server is not None:
