@@ -58,6 +58,7 @@ def test_the_package_has_the_modules() -> None:
         "batch.js",
         "stages.js",
         "connection.js",
+        "reconnect.js",
         "rtc.js",
     } <= set(MODULE_NAMES)
 
@@ -84,7 +85,8 @@ def test_the_entry_imports_every_public_module() -> None:
         assert spec.startswith("./aiosocker/"), spec
     assert urljoin("/ws/aiosocker.js", entry[0]).startswith("/ws/aiosocker/")
     assert {urljoin(CLIENT_JS_PATH, spec) for spec in entry} >= {
-        f"/aiosocker/{name}.js" for name in ("errors", "envelope", "batch", "connection", "rtc")
+        f"/aiosocker/{name}.js"
+        for name in ("errors", "envelope", "batch", "connection", "reconnect", "rtc")
     }
 
 

@@ -2,8 +2,9 @@
 // /aiosocker.d.ts by every socker server). Timeouts are in milliseconds.
 //
 // These declare the public API of the entry, /aiosocker.js. It gathers the modules it
-// imports from /aiosocker/ (errors.js, envelope.js, batch.js, connection.js, rtc.js, and
-// the internal bytes.js, hooks.js, stages.js); each section below names its module.
+// imports from /aiosocker/ (errors.js, envelope.js, batch.js, connection.js, reconnect.js,
+// rtc.js, and the internal bytes.js, hooks.js, stages.js); each section below names its
+// module.
 
 // -- errors and close codes (aiosocker/errors.js) --
 
@@ -79,6 +80,9 @@ export interface ConnectionOptions {
   /** Messages that may wait in defer() at once (default 1024); one more throws
    *  QueueFullError. */
   maxDeferred?: number;
+  /** An earlier connection's resumeToken: the URL gets ?resume=TOKEN and a server with
+   *  resume= gives that session back (within its grace period; once). */
+  resumeToken?: string | null;
 }
 
 export interface ConnectOptions extends ConnectionOptions {
@@ -113,6 +117,14 @@ export declare class Connection {
   readonly error: unknown;
   /** How many messages may wait in defer() at once. */
   readonly maxDeferred: number;
+  /** The token to resume this session with, from the server's RESUME frame (null until
+   *  it arrives, and always with a server without resume=). */
+  readonly resumeToken: string | null;
+  /** Whether this connection took over the session it asked for (RESUME frame). */
+  readonly resumed: boolean;
+  /** Whether the session may be resumed now that the connection has ended: a token
+   *  came and the close was 1001, 1006 or 1011 "keepalive ping timeout". */
+  readonly mayResume: boolean;
 
   /** Append a stage; the name defaults to handler.name. Returns this (chainable). */
   add(handler: StageHandler, options?: { name?: string; timeout?: number | null }): this;
@@ -147,6 +159,10 @@ export declare class Connection {
   onClose(fn: (code: number, reason: string, conn: Connection) => void): Unsubscribe;
   onError(fn: (error: unknown, conn: Connection) => void): Unsubscribe;
   onStage(fn: (entry: HistoryEntry, conn: Connection) => void): Unsubscribe;
+  /** When a server with resume= sends its RESUME frame (the first frame, before any
+   *  message reaches the stages): resumed says whether the session came back, at the
+   *  stage the server had reached (jump the chain to match here). */
+  onResume(fn: (resumed: boolean, conn: Connection) => void): Unsubscribe;
 
   /** Open the WebSocket; resolves with this once open, rejects if it cannot. */
   open(): Promise<this>;
@@ -160,6 +176,64 @@ export declare class Connection {
 
 /** Open a connection (default "/": the page's own server); resolves once open. */
 export declare function connect(url?: string, options?: ConnectOptions): Promise<Connection>;
+
+// -- reconnect and resume (aiosocker/reconnect.js) --
+
+/** Delays between attempts, in milliseconds (Python's Backoff, in seconds there). */
+export interface Backoff {
+  /** First delay (default 500); 0 < initial <= maximum. */
+  initial?: number;
+  /** Delays never grow past this (default 30000). */
+  maximum?: number;
+  /** Each failed attempt multiplies the delay by this (default 2; >= 1). */
+  factor?: number;
+  /** Fraction of each delay taken off at random, 0..1 (default 0.5). */
+  jitter?: number;
+}
+
+export interface ReconnectingOptions extends ConnectionOptions {
+  backoff?: Backoff;
+  /** Failures to open in a row after which it stops for good (default 10; Infinity:
+   *  never). Browsers hide why a handshake failed, so this stands in for "refused". */
+  maxFailures?: number;
+}
+
+/** A session that outlives its connections (reconnecting()). */
+export interface Reconnecting {
+  /** The resolved ws:// URL (without ?resume=). */
+  readonly url: string;
+  /** The current connection (or the last one); null before the first attempt. */
+  readonly conn: Connection | null;
+  /** The token the next connection resumes with (null: a fresh session). */
+  readonly resumeToken: string | null;
+  /** How many connections opened. */
+  readonly connections: number;
+  /** Attempts in a row that failed before the WebSocket opened. */
+  readonly failures: number;
+  /** Whether it has stopped for good. */
+  readonly stopped: boolean;
+  /** Why it gave up (null while running and after stop()). */
+  readonly error: unknown;
+  /** Each time a connection opens. */
+  onConnect(fn: (conn: Connection, session: Reconnecting) => void): Unsubscribe;
+  /** Once, when it stops for good: error null after stop(); else why it gave up
+   *  (maxFailures failures to open in a row, or setup threw). */
+  onStop(fn: (error: unknown, session: Reconnecting) => void): Unsubscribe;
+  /** Stop and close the current connection (1000 by default: final, the server keeps
+   *  no session); resolves once stopped. */
+  stop(code?: number, reason?: string): Promise<void>;
+}
+
+/** A session that reconnects by itself, as Python's `async for conn in connect(url,
+ *  setup)`: setup(conn) builds each new connection before it opens; after a connection
+ *  ends, the next one resumes the session at once when the close may resume
+ *  (conn.mayResume), else starts fresh after a backoff delay; failures to open back off
+ *  exponentially with jitter. */
+export declare function reconnecting(
+  url?: string,
+  setup?: ((conn: Connection) => void | Promise<void>) | null,
+  options?: ReconnectingOptions,
+): Reconnecting;
 
 // -- the signaling envelope (aiosocker/envelope.js) --
 
@@ -187,7 +261,17 @@ export interface ChannelInit {
 }
 
 export type MessageTypeName =
-  "READY" | "OFFER" | "ANSWER" | "CANDIDATE" | "OPEN" | "RENEGOTIATE" | "ERROR" | "BYE";
+  "READY" | "OFFER" | "ANSWER" | "CANDIDATE" | "OPEN" | "RENEGOTIATE" | "ERROR" | "BYE" | "RESUME";
+
+/** RESUME, server -> client, the first frame of a server with resume=: the token for
+ *  the next reconnect (1-256 of A-Z a-z 0-9 - _; single use), whether this connection
+ *  resumed an earlier session, and why not when a token was given but not used. */
+export interface ResumeMessage {
+  type: "RESUME";
+  token: string;
+  resumed: boolean;
+  freshReason: string;
+}
 
 /** A decoded signaling message. */
 export type SignalingMessage =
@@ -198,7 +282,8 @@ export type SignalingMessage =
   | { type: "CANDIDATE"; candidate: string; sdpMid: string | null; sdpMLineIndex: number | null }
   | { type: "RENEGOTIATE"; reason: string }
   | { type: "ERROR"; code: number; reason: string }
-  | { type: "BYE"; reason: string };
+  | { type: "BYE"; reason: string }
+  | ResumeMessage;
 
 /** What encode() accepts: optional fields may be left out. */
 export type SignalingMessageInit =
@@ -209,7 +294,8 @@ export type SignalingMessageInit =
   | { type: "CANDIDATE"; candidate: string; sdpMid?: string | null; sdpMLineIndex?: number | null }
   | { type: "RENEGOTIATE"; reason?: string }
   | { type: "ERROR"; code: number; reason?: string }
-  | { type: "BYE"; reason?: string };
+  | { type: "BYE"; reason?: string }
+  | { type: "RESUME"; token: string; resumed?: boolean; freshReason?: string };
 
 /** The signaling envelope codec (docs/protocol.md), byte for byte as Python's. */
 export declare const envelope: {
@@ -218,6 +304,8 @@ export declare const envelope: {
   readonly MAX_SDP_SIZE: number;
   readonly MAX_TEXT_SIZE: number;
   readonly MAX_CHANNEL_ID: number;
+  /** Largest RESUME token, in bytes (256). */
+  readonly MAX_TOKEN_SIZE: number;
   readonly MessageType: { readonly [K in MessageTypeName]: number };
   /** The frame of a message; TypeError or RangeError for invalid fields. */
   encode(message: SignalingMessageInit): Uint8Array;

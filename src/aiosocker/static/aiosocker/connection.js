@@ -1,13 +1,22 @@
 // connection.js: Connection, one WebSocket walking a chain of stages, and connect()
 // (aiosocker.connection). The chain itself is stages.js; this module owns the socket,
-// the message queue, the stage timers and the hooks.
+// the message queue, the stage timers, the hooks and the session's resume token.
 
 import {
   CloseCode, ConnectionClosedError, OutOfStagesError, QueueFullError, SignalingError, SockerError, StageTimeoutError,
 } from "./errors.js";
 import { asBytes, typeName, utf8Encoder } from "./bytes.js";
+import { MessageType, VERSION, decode as decodeSignaling, isSignaling, resumeToken as checkToken } from "./envelope.js";
 import { addHook, runHooks } from "./hooks.js";
 import { Stages } from "./stages.js";
+
+/** The query parameter a reconnecting client puts its token in (aiosocker.resume.QUERY_KEY). */
+export const RESUME_QUERY_KEY = "resume";
+
+/** Close codes after which a session may be resumed (aiosocker.connection.RESUMABLE);
+ *  also 1011 with the reason "keepalive ping timeout". */
+export const RESUMABLE = Object.freeze([CloseCode.GOING_AWAY, CloseCode.ABNORMAL]);
+const KEEPALIVE = "keepalive ping timeout";
 
 /** Cut a close reason to the 123 bytes of UTF-8 a close frame carries. */
 function truncateReason(reason) {
@@ -17,8 +26,9 @@ function truncateReason(reason) {
   return new TextDecoder().decode(data.subarray(0, 120)).replace(/\uFFFD$/, "") + "...";
 }
 
-/** ws:// URL for url, resolved against the page: "/" is the page's own server. */
-function webSocketUrl(url) {
+/** ws:// URL for url, resolved against the page: "/" is the page's own server. With a
+ *  resume token, ?resume=TOKEN is added (or replaces one already there). */
+export function webSocketUrl(url, resumeToken = null) {
   const base = typeof location === "undefined" ? undefined : location.href;
   const resolved = new URL(url, base);
   if (resolved.protocol === "http:") resolved.protocol = "ws:";
@@ -26,6 +36,7 @@ function webSocketUrl(url) {
   if (resolved.protocol !== "ws:" && resolved.protocol !== "wss:") {
     throw new SyntaxError(`a socker URL is ws://, wss://, http://, https:// or a path, got ${url}`);
   }
+  if (resumeToken !== null) resolved.searchParams.set(RESUME_QUERY_KEY, resumeToken);
   return resolved.href;
 }
 
@@ -41,13 +52,18 @@ function webSocketUrl(url) {
 export class Connection {
   /**
    * @param url ws(s):// URL, or a path/URL resolved against the page ("/" by default).
-   * @param options {protocols, openTimeout = 10000 ms, historyLimit = 256, maxDeferred = 1024}
+   * @param options {protocols, openTimeout = 10000 ms, historyLimit = 256, maxDeferred = 1024,
+   *   resumeToken: an earlier connection's conn.resumeToken, to resume that session}
    */
-  constructor(url = "/", { protocols = undefined, openTimeout = 10000, historyLimit = 256, maxDeferred = 1024 } = {}) {
+  constructor(url = "/", {
+    protocols = undefined, openTimeout = 10000, historyLimit = 256, maxDeferred = 1024, resumeToken = null,
+  } = {}) {
     if (!Number.isInteger(maxDeferred) || maxDeferred < 1) {
       throw new RangeError(`maxDeferred must be an integer of at least 1, got ${String(maxDeferred)}`);
     }
-    this.url = webSocketUrl(url);
+    resumeToken ??= null;
+    if (resumeToken !== null) checkToken(resumeToken);
+    this.url = webSocketUrl(url, resumeToken);
     this.protocols = protocols;
     this.openTimeout = openTimeout;
     /** How many messages may wait in defer() at once. */
@@ -61,6 +77,12 @@ export class Connection {
     this.closeReason = "";
     /** The error that made aiosocker.js close the connection, if one did. */
     this.error = null;
+    /** The token to resume this session with (from the server's RESUME frame; null
+     *  until it arrives, and with a server without resume=). */
+    this.resumeToken = null;
+    /** Whether this connection took over the session it asked for (RESUME frame). */
+    this.resumed = false;
+    this._first = true;
     this._chain = new Stages({ historyLimit, onEnter: (entry) => this._entered(entry) });
     this._inbox = [];
     this._deferred = [];
@@ -70,7 +92,7 @@ export class Connection {
     this._closeSent = null;
     this._opened = false;
     this._opening = null;
-    this._hooks = { open: [], close: [], error: [], stage: [] };
+    this._hooks = { open: [], close: [], error: [], stage: [], resume: [] };
     this._closed = new Promise((resolve) => { this._resolveClosed = resolve; });
   }
 
@@ -134,6 +156,15 @@ export class Connection {
   /** Bytes queued in the WebSocket, not yet sent. */
   get bufferedAmount() { return this.socket?.bufferedAmount ?? 0; }
 
+  /** Whether this session may be resumed now that the connection has ended: the server
+   *  has resume= (a token came) and the end was not final (1006: the peer vanished;
+   *  1001: going away; 1011 "keepalive ping timeout"). As Python's Connection.may_resume;
+   *  useful in onClose hooks. */
+  get mayResume() {
+    return this.resumeToken !== null && (RESUMABLE.includes(this.closeCode) ||
+      (this.closeCode === CloseCode.INTERNAL_ERROR && this.closeReason === KEEPALIVE));
+  }
+
   // -- hooks (each returns a function that removes it) --
 
   /** fn(conn) once the WebSocket is open. */
@@ -144,6 +175,11 @@ export class Connection {
   onError(fn) { return addHook(this._hooks.error, fn, "onError"); }
   /** fn(entry, conn) on each stage entered; entry is as in history. */
   onStage(fn) { return addHook(this._hooks.stage, fn, "onStage"); }
+  /** fn(resumed, conn) when a server with resume= sends its RESUME frame (the first
+   *  frame, before any message reaches the stages): resumed says whether this connection
+   *  took over the session it asked for, at the stage the server had reached; jump
+   *  the chain to match there. Never called by a server without resume=. */
+  onResume(fn) { return addHook(this._hooks.resume, fn, "onResume"); }
 
   // -- lifecycle --
 
@@ -219,8 +255,34 @@ export class Connection {
         "text frames are not supported; send binary");
       return;
     }
-    this._inbox.push(new Uint8Array(data));
+    const message = new Uint8Array(data);
+    if (this._first) {
+      this._first = false;
+      if (this._takeResume(message)) return;
+    }
+    this._inbox.push(message);
     this._pump();
+  }
+
+  // The first frame from a server with resume= is RESUME: consumed here, never seen by
+  // the stages. A frame that is not one (or is malformed) goes to the chain as usual,
+  // as in Python's take_resume.
+  _takeResume(message) {
+    if (!isSignaling(message) || message.length < 4 || message[2] !== VERSION || message[3] !== MessageType.RESUME) {
+      return false;
+    }
+    let frame;
+    try {
+      frame = decodeSignaling(message);
+    } catch (err) {
+      if (err instanceof SignalingError) return false; // not ours to judge: the chain sees it
+      throw err;
+    }
+    this.resumeToken = frame.token;
+    this.resumed = frame.resumed;
+    if (frame.freshReason) console.info(`aiosocker: the server started a fresh session: ${frame.freshReason}`);
+    runHooks(this._hooks.resume, frame.resumed, this);
+    return true;
   }
 
   // Handle queued messages one at a time, in order. Sync handlers run inline; an async
@@ -337,7 +399,8 @@ export class Connection {
 
 /** Open a connection: await aiosocker.connect("/") resolves once the WebSocket is open.
  *  Add stages right after (before your next await) or in options.setup(conn); messages
- *  that arrive before the first stage exists wait for it. */
+ *  that arrive before the first stage exists wait for it. options.resumeToken (an
+ *  earlier conn.resumeToken) asks the server for that session back. */
 export async function connect(url = "/", options = {}) {
   const { setup, ...rest } = options;
   const conn = new Connection(url, rest);

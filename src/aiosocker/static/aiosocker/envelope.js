@@ -12,21 +12,34 @@ export const VERSION = 1;
 export const MAX_SDP_SIZE = 64 * 1024;
 export const MAX_TEXT_SIZE = 4096;
 export const MAX_CHANNEL_ID = 65534;
+export const MAX_TOKEN_SIZE = 256;
 const U16_MAX = 0xffff;
 const HEADER_SIZE = 4; // magic (2), version (1), type (1)
 
 /** The type byte of a signaling frame, by name. */
 export const MessageType = Object.freeze({
   READY: 0x01, OFFER: 0x02, ANSWER: 0x03, CANDIDATE: 0x04,
-  OPEN: 0x05, RENEGOTIATE: 0x06, ERROR: 0x07, BYE: 0x08,
+  OPEN: 0x05, RENEGOTIATE: 0x06, ERROR: 0x07, BYE: 0x08, RESUME: 0x09,
 });
 const TYPE_NAMES = Object.fromEntries(Object.entries(MessageType).map(([k, v]) => [v, k]));
+const typeHex = (n) => `0x${n.toString(16).padStart(2, "0")}`;
+const TYPE_RANGE = `${typeHex(Math.min(...Object.values(MessageType)))}..${typeHex(Math.max(...Object.values(MessageType)))}`;
 
 // Channel flag bits; each optional field has a presence bit, so 0 and "absent" differ.
 const ORDERED = 0x01, NEGOTIATED = 0x02, HAS_RETRANSMITS = 0x04, HAS_LIFETIME = 0x08;
 const CHANNEL_FLAGS = ORDERED | NEGOTIATED | HAS_RETRANSMITS | HAS_LIFETIME;
 const HAS_MID = 0x01, HAS_MLINE_INDEX = 0x02;
 const CANDIDATE_FLAGS = HAS_MID | HAS_MLINE_INDEX;
+const RESUMED = 0x01; // RESUME flags: this connection took over an earlier session
+const TOKEN = /^[A-Za-z0-9_-]+$/;
+
+/** Check a RESUME token as Python's Resume does: 1-256 URL-safe ASCII characters
+ *  (A-Z a-z 0-9 - _). Returns its bytes; TypeError or RangeError otherwise. */
+export function resumeToken(token) {
+  const data = utf8(token, "RESUME token", MAX_TOKEN_SIZE);
+  if (!TOKEN.test(token)) throw new RangeError(`RESUME token must be 1-256 URL-safe characters, got ${JSON.stringify(token)}`);
+  return data;
+}
 
 /**
  * A validated channel description (Python's ChannelSpec), with every field present and
@@ -116,6 +129,7 @@ function encodeChannel(spec) {
  *   {type: "ANSWER", sdp}
  *   {type: "CANDIDATE", candidate, sdpMid?: string|null, sdpMLineIndex?: number|null}
  *   {type: "RENEGOTIATE", reason?} | {type: "BYE", reason?} | {type: "ERROR", code, reason?}
+ *   {type: "RESUME", token, resumed?: boolean, freshReason?: string}   (server -> client)
  * Invalid fields throw TypeError or RangeError, so it never makes a frame the peer rejects.
  */
 export function encode(message) {
@@ -153,6 +167,13 @@ export function encode(message) {
     case "ERROR":
       payload = [u16(uint(message.code, "ERROR code", U16_MAX)), utf8(message.reason ?? "", "ERROR reason", MAX_TEXT_SIZE)];
       break;
+    case "RESUME": {
+      const { token, resumed = false, freshReason = "" } = message;
+      if (typeof resumed !== "boolean") throw new TypeError(`RESUME resumed must be a boolean, got ${typeName(resumed)}`);
+      const bytes = resumeToken(token);
+      payload = [Uint8Array.of(resumed ? RESUMED : 0), u16(bytes.length), bytes, utf8(freshReason, "RESUME reason", MAX_TEXT_SIZE)];
+      break;
+    }
   }
   return concat([MAGIC, Uint8Array.of(VERSION, kind), ...payload]);
 }
@@ -270,6 +291,19 @@ const DECODERS = {
     return { type: "ERROR", code, reason: r.rest("reason", MAX_TEXT_SIZE) };
   },
   BYE(r) { return { type: "BYE", reason: r.rest("reason", MAX_TEXT_SIZE) }; },
+  RESUME(r) {
+    const flags = r.take(1, "flags")[0];
+    if (flags & ~RESUMED) throw r.fail(`flags sets unknown bits 0x${(flags & ~RESUMED).toString(16).padStart(2, "0")}`);
+    const size = r.u16("token size");
+    const token = r.text(r.take(size, "token"), "token", MAX_TOKEN_SIZE);
+    const freshReason = r.rest("reason", MAX_TEXT_SIZE);
+    try {
+      resumeToken(token);
+    } catch (err) {
+      throw r.fail(err.message);
+    }
+    return { type: "RESUME", token, resumed: Boolean(flags & RESUMED), freshReason };
+  },
 };
 
 /** Whether a binary frame is signaling (starts with ff 53) rather than an app message. */
@@ -294,13 +328,13 @@ export function decode(frame) {
   }
   const kind = TYPE_NAMES[data[3]];
   if (kind === undefined) {
-    throw new SignalingError(`unknown signaling message type 0x${data[3].toString(16).padStart(2, "0")}; version ${VERSION} has 0x01..0x08`);
+    throw new SignalingError(`unknown signaling message type ${typeHex(data[3])}; version ${VERSION} has ${TYPE_RANGE}`);
   }
   return DECODERS[kind](new Reader(data, kind));
 }
 
 /** The signaling envelope codec (docs/protocol.md, section 1). */
 export const envelope = Object.freeze({
-  MAGIC, VERSION, MAX_SDP_SIZE, MAX_TEXT_SIZE, MAX_CHANNEL_ID, MessageType,
+  MAGIC, VERSION, MAX_SDP_SIZE, MAX_TEXT_SIZE, MAX_CHANNEL_ID, MAX_TOKEN_SIZE, MessageType,
   encode, decode, isSignaling, channelSpec, validateChannels, channelOptions,
 });
