@@ -46,6 +46,7 @@ PUBLIC = [
     "batch",
     "connect",
     "envelope",
+    "reconnecting",
     "rtc",
 ]
 

@@ -30,6 +30,7 @@ from aiosocker.rtc.envelope import (
     Open,
     Ready,
     Renegotiate,
+    Resume,
 )
 from aiosocker.rtc.peer import close_peer
 from aiosocker.rtc.session import DEFAULT_CHANNELS, RtcSession, server_stages
@@ -478,7 +479,7 @@ async def test_malformed_signaling_mid_handshake_still_closes_4400(
 ) -> None:
     """Only frames without the magic are deferred: garbage that starts with ff 53 is
     bad signaling."""
-    app = FlowApp(after_scene=[b"\xffS\x01\x09"])  # type 0x09 does not exist
+    app = FlowApp(after_scene=[b"\xffS\x01\x0a"])  # type 0x0a does not exist
     server = await start_server(app.setup)
     tab = await open_page(await launch("loopback"), server)
     await tab.eval("T.startFlow()")
@@ -615,6 +616,8 @@ def message_cases() -> list[Message]:
         Error(65535, "x" * envelope.MAX_TEXT_SIZE),
         Bye(),
         Bye("done 🙂"),
+        Resume("tok_-9"),
+        Resume("ab", resumed=True, fresh_reason="unknown, used or expired token"),
     ]
 
 
@@ -651,6 +654,8 @@ def as_js(message: Message) -> dict[str, Any]:
             return {"type": message.TYPE.name, "reason": reason}
         case Error(code=code, reason=reason):
             return {"type": "ERROR", "code": code, "reason": reason}
+        case Resume(token=token, resumed=resumed, fresh_reason=why):
+            return {"type": "RESUME", "token": token, "resumed": resumed, "freshReason": why}
         case _:
             return {"type": message.TYPE.name}
 
