@@ -8,9 +8,7 @@ wire, and report it to ``on_close``.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
-import os
 import struct
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -22,33 +20,12 @@ import aiosocker
 
 from .asgi_helpers import running
 from .conftest import HOST, eventually
+from .raw import BINARY, CLOSE, CONT, PING, TEXT, frame, upgraded
 
 pytestmark = pytest.mark.timeout(90)
 
 MAX_SIZE = 4096
 PATHS = ("websockets", "picows", "asgi")
-
-
-def frame(
-    opcode: int, payload: bytes, *, fin: bool = True, rsv: int = 0, mask: bool = True
-) -> bytes:
-    """One client frame, masked unless ``mask=False``."""
-    head = bytes([(0x80 if fin else 0) | rsv | opcode])
-    size = len(payload)
-    bit = 0x80 if mask else 0
-    if size < 126:
-        head += bytes([bit | size])
-    elif size < 1 << 16:
-        head += bytes([bit | 126]) + struct.pack("!H", size)
-    else:
-        head += bytes([bit | 127]) + struct.pack("!Q", size)
-    if not mask:
-        return head + payload
-    key = os.urandom(4)
-    return head + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
-
-
-BINARY, TEXT, CONT, CLOSE, PING = 0x2, 0x1, 0x0, 0x8, 0x9
 
 
 def close(code: int, reason: bytes = b"") -> bytes:
@@ -120,18 +97,8 @@ async def serving(path: str, closes: list[tuple[int, str]]) -> AsyncIterator[int
 async def attack(port: int, frames: tuple[bytes, ...]) -> int | None:
     """Upgrade, send ``frames``, and return the close code the server sent (``None``
     if it hung up without a close frame)."""
-    reader, writer = await asyncio.open_connection(HOST, port)
-    key = base64.b64encode(os.urandom(16)).decode()
-    writer.write(
-        (
-            f"GET / HTTP/1.1\r\nHost: {HOST}:{port}\r\nUpgrade: websocket\r\n"
-            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-            "Sec-WebSocket-Version: 13\r\n\r\n"
-        ).encode()
-    )
+    reader, writer = await upgraded(port)
     try:
-        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
-        assert head.startswith(b"HTTP/1.1 101"), head
         writer.write(b"".join(frames))
         while True:
             first = await asyncio.wait_for(reader.readexactly(2), 5)

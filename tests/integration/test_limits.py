@@ -11,6 +11,7 @@ import aiosocker
 from aiosocker.limits import Rate
 
 from .conftest import Recorder, StartServer, eventually
+from .raw import BINARY, frame, upgraded
 
 
 async def test_a_flood_past_the_rate_closes_4429_and_others_keep_going(
@@ -131,9 +132,7 @@ async def test_max_memory_must_hold_one_message() -> None:
 async def test_close_timeout_bounds_closing_a_peer_that_never_reads(
     start_server: StartServer, recorder: Recorder
 ) -> None:
-    import base64
     import contextlib
-    import os
 
     def setup(conn: aiosocker.Connection) -> None:
         @conn.stage()
@@ -147,23 +146,14 @@ async def test_close_timeout_bounds_closing_a_peer_that_never_reads(
             return False
 
     server = await start_server(setup, close_timeout=0.5, ping_interval=None, **recorder.hooks())
-    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
-    key = base64.b64encode(os.urandom(16)).decode()
-    writer.write(
-        (
-            f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\nUpgrade: websocket\r\n"
-            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-            "Sec-WebSocket-Version: 13\r\n\r\n"
-        ).encode()
-    )
-    await reader.readuntil(b"\r\n\r\n")
-    writer.write(b"\x82\x81\x00\x00\x00\x00g")  # one masked binary frame: "g"
+    _, writer = await upgraded(server.port)
+    writer.write(frame(BINARY, b"g"))
 
     async def keep_sending() -> None:
-        frame = b"\x82\xfe\xea\x60\x00\x00\x00\x00" + b"k" * 60_000  # 60 kB, masked
+        big = frame(BINARY, b"k" * 60_000)
         with contextlib.suppress(ConnectionError):
             for _ in range(2000):  # bounded: at most 120 MB, stops when the server hangs up
-                writer.write(frame)
+                writer.write(big)
                 await writer.drain()
 
     sender = asyncio.create_task(keep_sending())

@@ -11,11 +11,9 @@ reads, picows).
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import json
 import os
-import struct
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -24,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import HOST
+from .raw import frame, upgraded
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -72,32 +70,6 @@ async def server_process(transport: str) -> AsyncIterator[Server]:
         except TimeoutError:
             proc.kill()
             await proc.wait()
-
-
-def frame(opcode: int, payload: bytes) -> bytes:
-    size = len(payload)
-    if size < 126:
-        head = bytes([0x80 | opcode, 0x80 | size])
-    elif size < 1 << 16:
-        head = bytes([0x80 | opcode, 0x80 | 126]) + struct.pack("!H", size)
-    else:
-        head = bytes([0x80 | opcode, 0x80 | 127]) + struct.pack("!Q", size)
-    return head + b"\0\0\0\0" + payload  # a zero mask: the payload goes as it is
-
-
-async def upgraded(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    reader, writer = await asyncio.open_connection(HOST, port)
-    key = base64.b64encode(os.urandom(16)).decode()
-    writer.write(
-        (
-            f"GET / HTTP/1.1\r\nHost: {HOST}:{port}\r\nUpgrade: websocket\r\n"
-            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-            "Sec-WebSocket-Version: 13\r\n\r\n"
-        ).encode()
-    )
-    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
-    assert head.startswith(b"HTTP/1.1 101"), head
-    return reader, writer
 
 
 async def flood(port: int, first: bytes, message: bytes, count: int) -> None:
