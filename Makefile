@@ -51,10 +51,11 @@ docs: $(DOCS_STAMP)
 
 test: lint typecheck docs pytest
 
-# The benchmarks also draw their plot (matplotlib) and time a headless Chromium.
+# The benchmarks also draw their plot (matplotlib), time a headless Chromium and run
+# python-socketio under uvicorn on uvloop as the players-per-core baseline (the bench extra).
 BENCH_STAMP := $(VENV)/.bench-installed
-$(BENCH_STAMP): $(STAMP)
-	$(PY) -m pip install --quiet -e '.[dev,plot]'
+$(BENCH_STAMP): $(STAMP) pyproject.toml
+	$(PY) -m pip install --quiet -e '.[dev,plot,bench]'
 	touch $(BENCH_STAMP)
 
 bench: $(BENCH_STAMP) system

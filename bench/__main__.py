@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from .figures import dispatch, rtc, ws
+from .figures import dispatch, players, rtc, ws
 from .runner import (
     DEFAULT_JSON,
     Config,
@@ -34,6 +34,7 @@ GROUPS: tuple[Group, ...] = (
     Group("rtc_open", rtc.run_open, "WebSocket connect -> DataChannel open"),
     Group("rtc_concurrent", rtc.run_concurrent, "rtc opens started together"),
     Group("dc", rtc.run_dc, "100 B messages/s one way on an unreliable DataChannel"),
+    Group("players", players.run, "players per core: socker vs python-socketio, a 20 Hz game"),
 )
 
 
@@ -47,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         metavar="NAME[,NAME]",
         help="groups ("
         + ", ".join(group.name for group in GROUPS)
-        + "), JSON keys, or aliases: ws, rtc, tick, fast, echo, mem",
+        + "), JSON keys, or aliases: ws, rtc, tick, fast, echo, mem, socketio",
     )
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help="results file")
     parser.add_argument("--no-plot", action="store_true", help="don't write the PNG")
@@ -70,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     if cfg.plot:
         print(plot(doc, cfg.json_path.with_suffix(".png")))
+        if any(group.name == "players" for group in groups):
+            print(players.plot(doc, players.plot_path(cfg.json_path)))
     return 1 if "error" in results.status.values() else 0
 
 

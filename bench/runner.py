@@ -142,6 +142,25 @@ KEYS: tuple[Key, ...] = (
     _k("dc_raw_cpu_us", "us/msg", "dc", help="receiving server CPU per message, /proc"),
     _k("dc_cpu_us", "us/msg", "dc", help="receiving server CPU per message, /proc"),
     _k("dc_cpu_gain", "x", "dc", help="raw / socker receiver CPU per message"),
+    # players per core: 30 Hz inputs, a 20 Hz loop sending room states (rooms of 10)
+    *(
+        key
+        for name, about in (
+            ("ws", "socker, websockets, async drive"),
+            ("ws_tick", "socker, websockets, tick drive"),
+            ("fast", "socker, picows, async drive"),
+            ("fast_tick", "socker, picows, tick drive"),
+            ("socketio", "python-socketio, uvicorn, uvloop"),
+        )
+        for key in (
+            _k(f"players_per_core_{name}", "players", "players", help=about),
+            _k(f"players_{name}_p50_ms", "ms", "players", help="input-to-state p50 at that N"),
+            _k(f"players_{name}_p99_ms", "ms", "players", help="input-to-state p99 at that N"),
+            _k(f"players_{name}_cpu_us", "us/msg", "players", help="server CPU per message"),
+        )
+    ),
+    _k("players_vs_socketio", "x", "players", ">= 10", "socker (websockets) / socketio"),
+    _k("players_vs_socketio_fast", "x", "players", ">= 50", "socker (picows) / socketio"),
 )
 KEY_BY_NAME: dict[str, Key] = {key.name: key for key in KEYS}
 
@@ -335,6 +354,7 @@ def select_groups(groups: Sequence[Group], only: str | None) -> list[Group]:
         "rtc": ["rtc_open", "rtc_concurrent", "dc"],
         "mem": ["conn_mem"],
         "echo": ["ws_echo"],
+        "socketio": ["players"],
     }
     by_name = {group.name: group for group in groups}
     wanted: list[str] = []
@@ -467,7 +487,17 @@ def meta(cfg: Config, took: Mapping[str, float]) -> dict[str, Any]:
         "loadavg_end": _loadavg(),
         "commit": _git_commit(),
         "versions": {
-            dist: _version(dist) for dist in ("aiosocker", "websockets", "picows", "aiortc")
+            dist: _version(dist)
+            for dist in (
+                "aiosocker",
+                "websockets",
+                "picows",
+                "aiortc",
+                "python-socketio",
+                "python-engineio",
+                "uvicorn",
+                "uvloop",
+            )
         },
     }
 

@@ -11,8 +11,11 @@ Kinds (the same work on each side, so their costs compare):
 * ``aiosocker``: ``aiosocker.serve(setup, drive="async")`` with stage handlers.
 * ``socker-tick``: ``aiosocker.serve(setup, drive="tick")`` and a 60 Hz loop of ``server.tick()``.
 * ``raw-picows``: a ``picows`` listener (:mod:`bench.servers.raw_picows`).
-* ``socker-picows``: ``aiosocker.serve(setup, drive="async", transport="picows")``.
-  (The three ``aiosocker`` kinds: :mod:`bench.servers.aiosocker_ws`.)
+* ``socker-picows``: ``aiosocker.serve(setup, drive="async", transport="picows")``;
+  ``socker-picows-tick``: the same with ``drive="tick"``.
+  (The four ``aiosocker`` kinds: :mod:`bench.servers.aiosocker_ws`.)
+* ``socketio``: python-socketio as an ASGI app under uvicorn, on uvloop (mode
+  ``players`` only; :mod:`bench.servers.players_socketio`).
 * ``raw-aiortc`` / ``socker-rtc``: the WebRTC figures (:mod:`bench.servers.raw_aiortc`,
   :mod:`bench.servers.aiosocker_rtc`; see :mod:`bench.figures.rtc`).
 
@@ -23,6 +26,10 @@ Modes:
   that first message to the n-th).
 * ``echo``: every message is sent back.
 * ``idle``: connections are accepted and read from; nothing else.
+* ``players``: the players-per-core game: rooms of 10, inputs in, a 20 Hz loop sending
+  each room its state (:mod:`bench.servers.players_socker`,
+  :mod:`bench.servers.players_socketio`; ``players-binary``: socketio with binary
+  attachments instead of hex text).
 """
 
 from __future__ import annotations
@@ -36,21 +43,28 @@ from collections.abc import Awaitable, Callable
 from ..procs import raise_nofile
 from ..runner import Unavailable
 from .aiosocker_rtc import socker_rtc
-from .aiosocker_ws import socker_async, socker_picows, socker_tick
+from .aiosocker_ws import socker_async, socker_picows, socker_picows_tick, socker_tick
 from .base import Life, Ready
+from .players_socketio import socketio_players
 from .raw_aiortc import raw_aiortc
 from .raw_picows import raw_picows
 from .raw_websockets import raw_websockets
 
+SOCKER_MODES = ("stream", "echo", "idle", "players")
 KINDS: dict[str, tuple[Callable[[str, Ready, Life], Awaitable[None]], tuple[str, ...]]] = {
     "raw-websockets": (raw_websockets, ("stream", "echo", "idle")),
-    "aiosocker": (socker_async, ("stream", "echo", "idle")),
-    "socker-tick": (socker_tick, ("stream", "echo", "idle")),
+    "aiosocker": (socker_async, SOCKER_MODES),
+    "socker-tick": (socker_tick, SOCKER_MODES),
     "raw-picows": (raw_picows, ("stream", "echo", "idle")),
-    "socker-picows": (socker_picows, ("stream", "echo", "idle")),
+    "socker-picows": (socker_picows, SOCKER_MODES),
+    "socker-picows-tick": (socker_picows_tick, SOCKER_MODES),
     "raw-aiortc": (raw_aiortc, ("rtc",)),
     "socker-rtc": (socker_rtc, ("rtc",)),
+    "socketio": (socketio_players, ("players", "players-binary")),
 }
+UVLOOP_KINDS = frozenset({"socketio"})
+"""Kinds whose event loop is uvloop's (python-socketio as it is deployed: uvicorn on
+uvloop); every other kind runs on asyncio's default loop."""
 
 
 def ready(port: int) -> None:
@@ -64,6 +78,17 @@ async def _main(kind: str, mode: str, lifetime: float) -> None:
     await run(mode, ready, Life(lifetime))
 
 
+def _loop_factory(kind: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    if kind not in UVLOOP_KINDS:
+        return None
+    try:
+        import uvloop
+    except ImportError as exc:
+        raise Unavailable("uvloop is not installed (pip install 'aiosocker[bench]')") from exc
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.servers", description=__doc__)
     parser.add_argument("--kind", required=True, choices=sorted(KINDS))
@@ -74,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.nofile:
         raise_nofile(args.nofile)
     try:
-        asyncio.run(_main(args.kind, args.mode, args.lifetime))
+        with asyncio.Runner(loop_factory=_loop_factory(args.kind)) as runner:
+            runner.run(_main(args.kind, args.mode, args.lifetime))
     except Unavailable as exc:
         print(f"NA {exc}", flush=True)
         return 0

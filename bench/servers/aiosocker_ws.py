@@ -1,6 +1,8 @@
-"""Kinds ``aiosocker``, ``socker-tick`` and ``socker-picows``: ``aiosocker.serve`` with
-stage handlers doing the raw servers' work (async drive; tick drive at 60 Hz; async drive on
-the picows transport). A kind whose socker feature is missing answers ``NA``.
+"""Kinds ``aiosocker``, ``socker-tick``, ``socker-picows`` and ``socker-picows-tick``:
+``aiosocker.serve`` with stage handlers doing the raw servers' work (async drive; tick
+drive at 60 Hz; async and tick drive on the picows transport). Mode ``players`` is the
+players-per-core game (:mod:`bench.servers.players_socker`). A kind whose socker feature
+is missing answers ``NA``.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any
 
 from ..runner import Unavailable
 from .base import HOST, Life, Ready, parse_hello, report
+from .players_socker import socker_players
 
 TICK_HZ = 60
 
@@ -95,6 +98,14 @@ async def _socker(
     mode: str, ready: Ready, life: Life, *, drive: str, transport: str | None
 ) -> None:
     listening = False
+    if mode == "players":
+        try:
+            await socker_players(ready, life, serve=socker_serve, drive=drive, transport=transport)
+        except (ValueError, NotImplementedError, ImportError) as exc:
+            if transport is None:
+                raise
+            raise Unavailable(f"aiosocker.serve(transport={transport!r}): {exc}") from exc
+        return
     try:
         async with socker_serve(SOCKER_SETUPS[mode], drive=drive, transport=transport) as server:
             listening = True
@@ -135,3 +146,7 @@ async def socker_tick(mode: str, ready: Ready, life: Life) -> None:
 
 async def socker_picows(mode: str, ready: Ready, life: Life) -> None:
     await _socker(mode, ready, life, drive="async", transport="picows")
+
+
+async def socker_picows_tick(mode: str, ready: Ready, life: Life) -> None:
+    await _socker(mode, ready, life, drive="tick", transport="picows")
