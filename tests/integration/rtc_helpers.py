@@ -5,6 +5,9 @@
 * :func:`rtc_client` is the Python client side of the same flow (``aiosocker.connect``).
 * :class:`RawClient` is a bare ``websockets`` client that speaks the signaling envelope
   by hand (with its own aiortc peer where needed), for bad input and vanishing clients.
+* :class:`UdpSinks` and :func:`hostile_answer` are for the reflector tests
+  (``test_rtc_hostile.py``): UDP sockets on 127.0.0.1 that count what reaches them, and
+  a hand-written ANSWER that names them as candidates.
 """
 
 from __future__ import annotations
@@ -115,8 +118,10 @@ def rtc_app(
     batch: bool = True,
     timeout: float = 5.0,
     on_close: Callable[[RtcSession], Any] | None = None,
+    **options: Any,
 ) -> tuple[aiosocker.Setup, ServerSide]:
-    """A server setup: ``hello`` (sends ``b"scene"``) -> rtc stages -> ``control``."""
+    """A server setup: ``hello`` (sends ``b"scene"``) -> rtc stages -> ``control``;
+    ``options`` go to ``server_stages`` too."""
     side = ServerSide()
 
     def setup(conn: aiosocker.Connection) -> None:
@@ -133,7 +138,7 @@ def rtc_app(
             await conn.send(b"scene")
             return True
 
-        session = server_stages(conn, channels=channels, batch=batch, timeout=timeout)
+        session = server_stages(conn, channels=channels, batch=batch, timeout=timeout, **options)
         side.sessions.append(session)
         for spec in session.specs:
             session.on_message(spec.label)(side.got[spec.label].append)
@@ -237,10 +242,16 @@ class RawClient:
         self.pc: RTCPeerConnection | None = None
         self.channels: dict[str, RTCDataChannel] = {}
         self.offer: Offer | None = None
+        self.sent = 0
+        """Payload bytes of every frame sent with :meth:`send` (all the steps below)."""
 
     @classmethod
-    async def connect(cls, url: str) -> RawClient:
-        return cls(await ws_connect(url, compression=None))
+    async def connect(cls, url: str, headers: dict[str, str] | None = None) -> RawClient:
+        return cls(await ws_connect(url, compression=None, additional_headers=headers))
+
+    async def send(self, frame: bytes) -> None:
+        self.sent += len(frame)
+        await self.ws.send(frame)
 
     async def recv(self) -> bytes:
         data = await asyncio.wait_for(self.ws.recv(), WAIT)
@@ -248,11 +259,11 @@ class RawClient:
         return data
 
     async def hello(self) -> None:
-        await self.ws.send(b"hello")
+        await self.send(b"hello")
         assert await self.recv() == b"scene"
 
     async def ready(self) -> None:
-        await self.ws.send(encode(Ready()))
+        await self.send(encode(Ready()))
 
     async def receive_offer(self) -> Offer:
         frame = await self.recv()
@@ -282,7 +293,7 @@ class RawClient:
         candidates = [ln.strip()[2:] for ln in lines if ln.startswith("a=candidate:")]
         if trickle:
             sdp = "".join(ln for ln in lines if not ln.startswith("a=candidate:"))
-        await self.ws.send(encode(Answer(sdp)))
+        await self.send(encode(Answer(sdp)))
         return candidates if trickle else []
 
     async def confirm_open(self) -> None:
@@ -296,7 +307,7 @@ class RawClient:
             ),
             what="raw client channels open",
         )
-        await self.ws.send(encode(Open()))
+        await self.send(encode(Open()))
         assert decode(await self.recv()) == Open()
 
     async def expect_close(self) -> tuple[int | None, str]:
@@ -331,3 +342,94 @@ class RawClient:
         await self.close_pc()
         await self.ws.close()
         await self.ws.wait_closed()
+
+
+# -- the reflector tests ------------------------------------------------------------------
+
+
+class _Counter(asyncio.DatagramProtocol):
+    def __init__(self) -> None:
+        self.packets = 0
+        self.bytes = 0
+
+    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
+        self.packets += 1
+        self.bytes += len(data)
+
+
+class UdpSinks:
+    """UDP sockets on 127.0.0.1 that count the datagrams (and their payload bytes) that
+    reach them: the strangers a hostile peer names as its candidates."""
+
+    def __init__(self) -> None:
+        self._sinks: list[tuple[asyncio.DatagramTransport, _Counter, int]] = []
+
+    @classmethod
+    async def open(cls, count: int) -> UdpSinks:
+        sinks = cls()
+        loop = asyncio.get_running_loop()
+        for _ in range(count):
+            transport, counter = await loop.create_datagram_endpoint(_Counter, local_addr=(HOST, 0))
+            sinks._sinks.append((transport, counter, transport.get_extra_info("sockname")[1]))
+        return sinks
+
+    @property
+    def ports(self) -> list[int]:
+        return [port for _, _, port in self._sinks]
+
+    @property
+    def packets(self) -> list[int]:
+        """Datagrams received, per socket, in the order of :attr:`ports`."""
+        return [counter.packets for _, counter, _ in self._sinks]
+
+    @property
+    def bytes(self) -> int:
+        """Payload bytes received, all sockets together."""
+        return sum(counter.bytes for _, counter, _ in self._sinks)
+
+    def close(self) -> None:
+        for transport, _, _ in self._sinks:
+            transport.close()
+
+
+def candidate_line(port: int, address: str = HOST, index: int = 0) -> str:
+    """The shortest candidate line there is for ``address:port`` (``candidate:...``)."""
+    return f"candidate:{index} 1 udp 1 {address} {port} typ host"
+
+
+def hostile_answer(
+    offer: Offer,
+    candidates: Sequence[str] = (),
+    *,
+    ufrag: str = "Xy1z",
+    end: bool = True,
+    minimal: bool = False,
+) -> str:
+    """A hand-written ANSWER to ``offer``: valid enough to start ICE, naming
+    ``candidates`` (``candidate:...`` lines), with no peer behind it. ``minimal``: only
+    the lines aiortc and socker need, each as short as it may be, LF line ends (the
+    fewest bytes a hostile peer can spend)."""
+    mid = next((line[6:] for line in offer.sdp.splitlines() if line.startswith("a=mid:")), "0")
+    fingerprint = ":".join(f"{b:02X}" for b in range(32))
+    preamble = [
+        "v=0",
+        "o=- 1 1 IN IP4 0.0.0.0",
+        "s=-",
+        "t=0 0",
+        f"a=group:BUNDLE {mid}",
+    ]
+    lines = [
+        *([] if minimal else preamble),
+        "m=application 9 UDP/DTLS/SCTP " + ("x" if minimal else "webrtc-datachannel"),
+        *([] if minimal else ["c=IN IP4 0.0.0.0"]),
+        f"a=mid:{mid}",
+        f"a=ice-ufrag:{ufrag}",
+        "a=ice-pwd:0123456789abcdefghijkl",
+        f"a=fingerprint:sha-256 {fingerprint}",
+        "a=setup:active",
+        "a=sctp-port:" + ("1" if minimal else "5000"),
+        *(f"a={line}" for line in candidates),
+        *(["a=end-of-candidates"] if end and candidates and not minimal else []),
+    ]
+    eol = "\n" if minimal else "\r\n"
+    return eol.join(lines) + eol

@@ -37,6 +37,15 @@ from .envelope import (
     validate_channels,
 )
 from .peer import IceServer, add_candidate, close_peer, new_peer, parse_candidate
+from .sdp import (
+    DEFAULT_MAX_REMOTE_CANDIDATES,
+    AddressPolicy,
+    CandidateGuard,
+    IPAddress,
+    RemoteCandidate,
+    SdpKind,
+    peer_address,
+)
 
 if TYPE_CHECKING:
     from aiortc import RTCIceCandidate, RTCPeerConnection
@@ -63,6 +72,14 @@ class RtcOptions(TypedDict, total=False):
     * ``max_frame``: largest batched frame, in bytes (16 KiB: safe for every browser).
     * ``max_buffered``: an unreliable channel drops updates while more bytes than this
       wait in the WebRTC stack (256 KiB; stale updates are worse than none).
+    * ``max_remote_candidates``: ICE candidates the peer may name per handshake, in its
+      SDP and trickled together (16); one more closes the connection with 4400. Each is
+      an address this side sends connectivity checks to.
+    * ``remote_addresses``: which of those addresses may be checked at all (an
+      :class:`~aiosocker.rtc.sdp.AddressPolicy` rule or a list of them): ``"peer"``
+      (the server's default: public addresses, or the WebSocket peer's own kind),
+      ``"public"``, ``"any"`` (the client's default), networks such as ``"10.0.0.0/8"``.
+      Candidates outside it are dropped and counted (``session.dropped_candidates``).
     """
 
     ice_servers: Sequence[IceServer]
@@ -70,6 +87,8 @@ class RtcOptions(TypedDict, total=False):
     batch: bool
     max_frame: int
     max_buffered: int
+    max_remote_candidates: int
+    remote_addresses: str | Sequence[str]
 
 
 class RtcSession(abc.ABC):
@@ -87,6 +106,9 @@ class RtcSession(abc.ABC):
     _REMOTE_SDP: ClassVar[str]
     """The message that brings the peer's SDP (a CANDIDATE before it is an error)."""
 
+    _REMOTE_ADDRESSES: ClassVar[str]
+    """The default ``remote_addresses`` rule on this side."""
+
     def __init__(
         self,
         conn: Connection,
@@ -97,9 +119,29 @@ class RtcSession(abc.ABC):
         batch: bool = True,
         max_frame: int = DEFAULT_MAX_SIZE,
         max_buffered: int = DEFAULT_MAX_BUFFERED,
+        max_remote_candidates: int = DEFAULT_MAX_REMOTE_CANDIDATES,
+        remote_addresses: str | Sequence[str] | None = None,
     ) -> None:
         self.conn = conn
         self.specs = validate_channels(channels)
+        if (
+            not isinstance(max_remote_candidates, int)
+            or isinstance(max_remote_candidates, bool)
+            or max_remote_candidates < 0
+        ):
+            raise ValueError(
+                f"max_remote_candidates must be an int >= 0, not {max_remote_candidates!r}"
+            )
+        self.max_remote_candidates = max_remote_candidates
+        """ICE candidates the peer may name per handshake (SDP and trickle together)."""
+        self.remote_addresses = AddressPolicy(
+            self._REMOTE_ADDRESSES if remote_addresses is None else remote_addresses
+        )
+        """Which remote candidate addresses this side sends connectivity checks to."""
+        self.dropped_candidates = 0
+        """Remote candidates dropped by :attr:`remote_addresses`, over the connection's
+        life (mDNS ``.local`` candidates are not counted: they are never used)."""
+        self._guard: CandidateGuard | None = None  # the current handshake's
         self.ice_servers = tuple(ice_servers)
         self.timeout = timeout
         self.batch = batch
@@ -293,13 +335,45 @@ class RtcSession(abc.ABC):
             raise SignalingError(f"unexpected {type(message).__name__.upper()} in stage {stage!r}")
         return consumed
 
+    def _remote_sdp(self, sdp: str, kind: SdpKind, own: frozenset[IPAddress] = frozenset()) -> str:
+        """Check the peer's SDP and start counting its candidates (a handshake starts);
+        return it as the WebRTC stack may see it. ``own``: this host's addresses."""
+        request = self.conn.request
+        remote = request.remote_ip
+        if not remote:
+            address = self.conn.remote_address
+            remote = str(address[0]) if isinstance(address, (tuple, list)) and address else ""
+        self._guard = CandidateGuard(
+            self.remote_addresses,
+            limit=self.max_remote_candidates,
+            peer=peer_address(remote, request.headers),
+            own=own,
+            dropped=self._dropped,
+        )
+        return self._guard.sdp(sdp, kind)
+
+    def _dropped(self, candidate: RemoteCandidate, why: str) -> None:
+        self.dropped_candidates += 1
+        if self.dropped_candidates == 1:  # once per connection; the count tells the rest
+            logger.info(
+                "connection %s: dropped the remote candidate %s (%s; remote_addresses=%s);"
+                " further ones are only counted in session.dropped_candidates",
+                self.conn.id,
+                candidate,
+                why,
+                list(self.remote_addresses.rules),
+            )
+
     def _trickled(self, message: Candidate) -> None:
         pc = self.pc
         if pc is None:  # closed on purpose meanwhile: a late candidate is harmless
             logger.debug("ignoring a CANDIDATE: no peer connection")
             return
-        if pc.remoteDescription is None:
+        guard = self._guard
+        if pc.remoteDescription is None or guard is None:
             raise SignalingError(f"CANDIDATE before the {self._REMOTE_SDP}")
+        if guard.trickled(message.candidate) is None:
+            return  # the end of candidates, an mDNS name, or dropped by remote_addresses
         candidate = parse_candidate(message.candidate, message.sdp_mid, message.sdp_mline_index)
         if candidate is not None:  # never awaited inline: the signaling path goes on
             self._background.spawn(self._add_candidate(pc, candidate))

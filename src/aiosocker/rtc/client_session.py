@@ -28,6 +28,9 @@ class ClientSession(RtcSession):
     """The client's side: the server's offer says which channels to open."""
 
     _REMOTE_SDP = "OFFER"
+    # The server the client chose names its own addresses; and if both sides dropped the
+    # other's candidates, nobody would send the first connectivity check.
+    _REMOTE_ADDRESSES = "any"
 
     async def ready(self) -> None:
         """Tell the server we are ready for an offer (call it from the stage before the
@@ -38,6 +41,7 @@ class ClientSession(RtcSession):
     async def _rtc_offer(self, message: bytes) -> bool:
         offer = self._expect(message, Offer)
         self.specs = validate_channels(offer.channels)
+        sdp = self._remote_sdp(offer.sdp, "offer")  # 4400 before a peer is made
         pc = await self._fresh_peer()
         by_label = {spec.label: spec for spec in self.specs}
         for spec in self.specs:
@@ -52,7 +56,7 @@ class ClientSession(RtcSession):
                 return
             self._attach(dc, spec)
 
-        answer = await accept_offer(pc, offer.sdp)
+        answer = await accept_offer(pc, sdp)
         await self.conn.send(encode(Answer(answer)))
         self._background.spawn(self._send_open(pc))
         return True

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..errors import SignalingError
 from .envelope import ChannelSpec
+from .sdp import parse_candidate as check_candidate
+from .sdp import strip_mdns_candidates
 
 if TYPE_CHECKING:
     from aiortc import RTCDataChannel, RTCIceCandidate, RTCPeerConnection
@@ -45,20 +46,6 @@ class IceServer:
     """TURN user name."""
     credential: str | None = None
     """TURN password."""
-
-
-_MDNS_CANDIDATE = re.compile(r"^a=candidate:\S+ \d+ \S+ \d+ \S+\.local \d+ .*$")
-
-
-def strip_mdns_candidates(sdp: str) -> str:
-    """Drop ``a=candidate`` lines whose address is an mDNS ``xxxx.local`` name.
-
-    Browsers hide local addresses behind such names; aiortc would try to resolve each
-    for about a second. Without them, the browser's connectivity checks still reveal
-    its real address (a peer-reflexive candidate), so opening takes ~100 ms, not ~1 s.
-    """
-    lines = sdp.splitlines(keepends=True)
-    return "".join(line for line in lines if not _MDNS_CANDIDATE.match(line.rstrip("\r\n")))
 
 
 def new_peer(ice_servers: Sequence[IceServer] = ()) -> RTCPeerConnection:
@@ -119,22 +106,22 @@ async def _set_remote(pc: RTCPeerConnection, sdp: str, kind: str) -> None:
     from aiortc import RTCSessionDescription
 
     try:
-        await pc.setRemoteDescription(
-            RTCSessionDescription(sdp=strip_mdns_candidates(sdp), type=kind)
-        )
-    except Exception as exc:  # aiortc raises ValueError and others on bad SDP
-        raise SignalingError(f"the {kind} SDP was rejected: {exc}") from exc
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type=kind))
+    except Exception as exc:  # aiortc raises ValueError, a bare AssertionError, ...
+        cause = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        raise SignalingError(f"the {kind} SDP was rejected: {cause}") from exc
 
 
 async def accept_offer(pc: RTCPeerConnection, sdp: str) -> str:
-    """Take the remote offer, answer it; return the answer's SDP."""
+    """Take the remote offer, answer it; return the answer's SDP. The sessions check
+    the offer first (:class:`~aiosocker.rtc.sdp.CandidateGuard`)."""
     await _set_remote(pc, sdp, "offer")
     await pc.setLocalDescription(await pc.createAnswer())
     return str(pc.localDescription.sdp)
 
 
 async def answer_offer(pc: RTCPeerConnection, sdp: str) -> None:
-    """Take the remote answer to our offer."""
+    """Take the remote answer to our offer (the server session checks it first)."""
     await _set_remote(pc, sdp, "answer")
 
 
@@ -147,21 +134,16 @@ def parse_candidate(
     Nothing to add: an mDNS ``.local`` candidate (aiortc would block for seconds trying
     to resolve it; the peer's checks reveal its address anyway), or the end of
     candidates (told to aiortc, it could give up before those checks arrive). Raises
-    :class:`~aiosocker.SignalingError` for a line that is not a candidate.
+    :class:`~aiosocker.SignalingError` for a line that is not a usable candidate
+    (:func:`aiosocker.rtc.sdp.parse_candidate`). The sessions also count it and apply
+    their address policy first (:class:`~aiosocker.rtc.sdp.CandidateGuard`).
     """
     from aiortc.sdp import candidate_from_sdp
 
-    text = line.strip().removeprefix("a=").removeprefix("candidate:")
-    if not text:
+    checked = check_candidate(line)
+    if checked is None or checked.mdns:
         return None
-    try:
-        if len(text.split()) < 8:
-            raise ValueError("fewer than 8 fields")
-        candidate = candidate_from_sdp(text)
-    except ValueError as exc:
-        raise SignalingError(f"bad CANDIDATE {line[:60]!r}: {exc}") from None
-    if candidate.ip.endswith(".local"):
-        return None
+    candidate = candidate_from_sdp(line.strip().removeprefix("a=").removeprefix("candidate:"))
     if sdp_mid is None and sdp_mline_index is None:
         sdp_mline_index = 0  # a data-channel-only SDP has one media section
     candidate.sdpMid = sdp_mid

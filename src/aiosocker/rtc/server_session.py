@@ -16,6 +16,7 @@ from ..connection import Connection
 from .base_session import DEFAULT_CHANNELS, RtcOptions, RtcSession
 from .envelope import Answer, ChannelSpec, Message, Offer, Open, Ready, Renegotiate, encode
 from .peer import answer_offer, create_channel, make_offer
+from .sdp import IPAddress, host_addresses
 
 __all__ = ["ServerSession", "server_stages"]
 
@@ -23,7 +24,11 @@ __all__ = ["ServerSession", "server_stages"]
 class ServerSession(RtcSession):
     """The server's side: it declares the channels and makes the offer."""
 
+    _own: frozenset[IPAddress] = frozenset()
+    """This host's addresses, from the host candidates of our last offer."""
+
     _REMOTE_SDP = "ANSWER"
+    _REMOTE_ADDRESSES = "peer"  # no checks to addresses the peer has no business naming
 
     async def _rtc_ready(self, message: bytes) -> bool:
         self._expect(message, Ready)
@@ -31,13 +36,16 @@ class ServerSession(RtcSession):
         for spec in self.specs:
             self._attach(create_channel(pc, spec), spec)
         sdp = await make_offer(pc)
+        self._own = host_addresses(sdp)  # a peer on loopback is on this host: it may name them
         await self.conn.send(encode(Offer(sdp, self.specs)))
         return True
 
     async def _rtc_answer(self, message: bytes) -> bool:
         answer = self._expect(message, Answer)
         assert self.pc is not None
-        await answer_offer(self.pc, answer.sdp)
+        # Checked, counted and filtered before aiortc sees it: 4400 at once for an SDP
+        # aiortc would fail on later, or for too many candidates.
+        await answer_offer(self.pc, self._remote_sdp(answer.sdp, "answer", self._own))
         return True
 
     STAGES = (
