@@ -51,6 +51,7 @@ __all__ = [
     "ErrorHook",
     "Membership",
     "OpenHook",
+    "ResumeHook",
     "Setup",
     "Transport",
 ]
@@ -60,6 +61,7 @@ logger = logging.getLogger("aiosocker")
 OpenHook: TypeAlias = Callable[["Connection"], "Awaitable[None] | None"]
 CloseHook: TypeAlias = Callable[["Connection", int, str], "Awaitable[None] | None"]
 ErrorHook: TypeAlias = Callable[["Connection", BaseException], "Awaitable[None] | None"]
+ResumeHook: TypeAlias = Callable[["Connection", bool], "Awaitable[None] | None"]
 Setup: TypeAlias = Callable[["Connection"], "Awaitable[None] | None"]
 """Called once per new connection to build its chain and hooks, like the Go example."""
 
@@ -168,6 +170,8 @@ class Connection:
         "_outbox",
         "_pending",
         "_rate",
+        "_resume_hooks",
+        "_resume_routes",
         "_tasks",
         "_text",
         "_timer",
@@ -214,6 +218,7 @@ class Connection:
         self._out_bytes = self._deferred_bytes = self._in_bytes = 0
         self._rate = settings.rate
         self._membership: Membership | None = None
+        self._resume_routes: tuple[Callable[[str], str], ...] = ()
         self._meter: Meter | None = None
         self._channels: Callable[[str], ChannelLike | None] | None = None
         self._bucket: Bucket | None = None
@@ -235,6 +240,7 @@ class Connection:
         self._feed = self.stages.feed
         self._tasks: set[asyncio.Task[Any]] | None = None
         self._open_hooks: tuple[OpenHook, ...] = ()
+        self._resume_hooks: tuple[ResumeHook, ...] = ()
         self._close_hooks: tuple[CloseHook, ...] = ()
         self._error_hooks: tuple[ErrorHook, ...] = ()
         self._opened = False
@@ -341,6 +347,17 @@ class Connection:
             )
         return self._membership
 
+    def route_resume(self, route: Callable[[str], str]) -> None:
+        """Let a layer choose where a resumed session goes back to: ``route(stage)``
+        returns the stage to enter (the rtc session sends it through its own stages
+        first, for a new peer connection)."""
+        self._resume_routes += (route,)
+
+    def _resume_stage(self, stage: str) -> str:
+        for route in self._resume_routes:
+            stage = route(stage)
+        return stage
+
     def provide_channels(self, lookup: Callable[[str], ChannelLike | None] | None) -> None:
         """Let broadcasts reach this connection's side channels by label (the rtc
         session calls this with its channels' lookup); ``None`` removes it."""
@@ -397,6 +414,18 @@ class Connection:
         """Call ``hook(conn)`` once the connection is set up (usable as decorator)."""
         self._open_hooks += (hook,)
         return hook
+
+    def on_resume(self, hook: ResumeHook) -> ResumeHook:
+        """Client side: call ``hook(conn, resumed)`` when the server's RESUME frame
+        arrives (servers with ``resume=``), before any other message is handled. A
+        resumed session goes on at the stage it had reached on the server: ``jump()``
+        the client's chain to match (and, past the rtc stages, ask for a new offer)."""
+        self._resume_hooks += (hook,)
+        return hook
+
+    async def _resumed_hooks(self) -> None:
+        for hook in self._resume_hooks:
+            await self._safe_hook("on_resume", hook, self, self.resumed)
 
     def on_close(self, hook: CloseHook) -> CloseHook:
         """Call ``hook(conn, code, reason)`` once when the connection ends."""

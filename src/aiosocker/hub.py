@@ -503,9 +503,10 @@ class Hub:
             for room in record.rooms:
                 if self._rooms.join(conn, room) and ghost is None and self.backend is not None:
                     self.backend.joined(room)  # parked elsewhere: its count is ours now
-            if record.stage and record.stage != conn.current:
+            stage = conn._resume_stage(record.stage) if record.stage else ""
+            if stage and stage != conn.current:
                 with contextlib.suppress(KeyError):  # a stage this chain no longer has
-                    conn.stages.jump(record.stage)
+                    conn.stages.jump(stage)
             for data in missed.messages:
                 conn.write(data)
 

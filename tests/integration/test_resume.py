@@ -126,3 +126,67 @@ async def test_the_reconnecting_client_resumes_by_itself(start_server: StartServ
 async def test_resume_must_be_positive(bad: dict[str, float]) -> None:
     with pytest.raises(ValueError, match="resume"):
         aiosocker.serve(game_setup, **bad)  # type: ignore[arg-type]
+
+
+async def test_a_session_past_the_rtc_stages_opens_a_new_peer_first(
+    start_server: StartServer,
+) -> None:
+    from aiosocker.rtc import client_stages, server_stages
+
+    opened: list[aiosocker.Connection] = []
+
+    def setup(conn: aiosocker.Connection) -> None:
+        @conn.stage()
+        async def hello(message: bytes) -> bool:
+            conn.state["name"] = message.decode()
+            await conn.send(b"scene")
+            return True
+
+        rtc = server_stages(conn)
+        rtc.on_message("game")(lambda message: rtc.send(b"echo " + message, "game"))
+
+        @conn.stage()
+        def playing(message: bytes) -> bool:
+            conn.write(b"ack " + message)
+            return False
+
+    server = await start_server(setup, resume=5, on_open=opened.append)
+
+    async def client_setup(conn: aiosocker.Connection, heard: list[bytes]) -> Any:
+        @conn.stage()
+        async def scene(message: bytes) -> bool:
+            await rtc.ready()
+            return True
+
+        rtc = client_stages(conn)
+        rtc.on_message("game")(heard.append)
+        conn.add(collector(heard), name="play")
+
+        @conn.on_resume
+        async def back(conn: aiosocker.Connection, resumed: bool) -> None:
+            if resumed:  # the server is at rtc_ready again: ask for a new offer
+                conn.jump("rtc_offer")
+                await rtc.ready()
+
+        return rtc
+
+    heard: list[bytes] = []
+    async with aiosocker.connect(server.url) as first:
+        rtc = await client_setup(first, heard)
+        await first.send(b"eve")
+        await asyncio.wait_for(rtc._all_open.wait(), 10)
+        await eventually(lambda: opened[0].current == "playing", what="the server's side")
+        token = first.resume_token
+        await drop(first)
+    await eventually(lambda: not server.connections)
+
+    heard2: list[bytes] = []
+    async with aiosocker.connect(server.url, resume_token=token) as second:
+        rtc2 = await client_setup(second, heard2)
+        await asyncio.wait_for(rtc2._all_open.wait(), 10)
+        await eventually(lambda: len(opened) == 2 and opened[1].current == "playing")
+        assert opened[1].resumed and opened[1].state == {"name": "eve"}
+        await second.send(b"move")
+        await eventually(lambda: b"ack move" in heard2, what="the WebSocket reply")
+        rtc2.send(b"ping", "game")
+        await eventually(lambda: b"echo ping" in heard2, timeout=5, what="the new channel")

@@ -15,6 +15,7 @@ import abc
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from types import MethodType
 from typing import TYPE_CHECKING, Any, ClassVar, TypeAlias, TypedDict, TypeVar
@@ -58,7 +59,7 @@ DEFAULT_CHANNELS: tuple[ChannelSpec, ...] = (ChannelSpec("game"),)
 """One unordered, unreliable channel (``ordered=False, maxRetransmits=0``): UDP-like."""
 
 SessionHook: TypeAlias = Callable[["RtcSession"], "Awaitable[None] | None"]
-StageHandler: TypeAlias = Callable[[Any, bytes], Awaitable[bool]]
+StageHandler: TypeAlias = Callable[[Any, bytes], "Awaitable[bool | str]"]
 """An rtc stage as a subclass declares it: an ``async`` method, unbound."""
 M = TypeVar("M", bound=Message)
 
@@ -164,6 +165,9 @@ class RtcSession(abc.ABC):
         # awaits the OFFER, or the server sent RENEGOTIATE and awaits READY.
         self._asked = False
         self._all_open = asyncio.Event()
+        self._started: float | None = None  # when this handshake's peer was made
+        self._after_open: str | None = None  # where a resumed session goes after rtc_open
+        conn.route_resume(self._resume_route)
         self._first = len(conn.stages)
         for name, handler in self.STAGES:
             conn.add(MethodType(handler, self), name=name, timeout=timeout)
@@ -279,13 +283,29 @@ class RtcSession(abc.ABC):
         await self._close_peer()
         pc = self.pc = new_peer(self.ice_servers)
         self._watch(pc)
+        self._started = time.monotonic()
         return pc
 
-    async def _rtc_open(self, message: bytes) -> bool:
+    async def _rtc_open(self, message: bytes) -> bool | str:
         self._expect(message, Open)
         await self._answer_open()
         self._opened()
-        return True
+        meter = self.conn.meter
+        if meter is not None and self._started is not None:
+            meter.rtc_opened(time.monotonic() - self._started)
+        after, self._after_open = self._after_open, None
+        return after or True  # a resumed session goes on at the stage it had reached
+
+    def _resume_route(self, stage: str) -> str:
+        """A resumed session goes back to ``stage``; from the rtc stages on, those run
+        again first (a new peer connection), then the chain jumps to ``stage``."""
+        names = [s.name for s in self.conn.stages]
+        if stage not in names or names.index(stage) < self._first:
+            return stage
+        # Mid-handshake or past it: the peer connection is gone, so start the rtc
+        # stages over; past them, go on at ``stage`` once the channels are open.
+        self._after_open = stage if names.index(stage) > self._last else None
+        return names[self._first]
 
     # -- plumbing --------------------------------------------------------------------
 
@@ -386,7 +406,12 @@ class RtcSession(abc.ABC):
 
     def _attach(self, dc: Any, spec: ChannelSpec) -> None:
         channel = Channel(
-            dc, spec, batch=self.batch, max_frame=self.max_frame, max_buffered=self.max_buffered
+            dc,
+            spec,
+            batch=self.batch,
+            max_frame=self.max_frame,
+            max_buffered=self.max_buffered,
+            meter=self.conn.meter,
         )
         handler = self._handlers.get(spec.label)
         if handler is not None:

@@ -12,13 +12,16 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from ..background import Background
 from .batch import DEFAULT_MAX_SIZE, Batcher, pack, unpack
 from .envelope import ChannelSpec
 
 __all__ = ["DEFAULT_MAX_BUFFERED", "Channel", "MessageHandler"]
+
+if TYPE_CHECKING:
+    from ..meter import Meter
 
 logger = logging.getLogger("aiosocker.rtc")
 
@@ -40,6 +43,7 @@ class Channel:
         batch: bool = True,
         max_frame: int = DEFAULT_MAX_SIZE,
         max_buffered: int = DEFAULT_MAX_BUFFERED,
+        meter: Meter | None = None,
     ) -> None:
         self.spec = spec
         """The options the channel was created with."""
@@ -57,6 +61,7 @@ class Channel:
         self.frames_received = 0
         """DataChannel messages received (before unbatching)."""
         self._dc = dc
+        self._meter = meter
         self._max_frame = max_frame
         self._batcher = Batcher(max_frame)
         self._flush_scheduled = False
@@ -124,13 +129,16 @@ class Channel:
         Dropped means: the channel is not open, or (unreliable channels) the WebRTC stack
         already holds more than ``max_buffered`` bytes, so this update would arrive stale.
         """
-        if not self.is_open:
+        if not self.is_open or (
+            not self.spec.reliable and self._dc.bufferedAmount > self.max_buffered
+        ):
             self.dropped += 1
-            return False
-        if not self.spec.reliable and self._dc.bufferedAmount > self.max_buffered:
-            self.dropped += 1
+            if self._meter is not None:
+                self._meter.channel_dropped[self.label] += 1
             return False
         self.sent += 1
+        if self._meter is not None:
+            self._meter.channel_out[self.label] += 1
         if not self.batch:
             for frame in pack([data], self._max_frame):
                 self._dc.send(frame)
@@ -180,6 +188,8 @@ class Channel:
             return
         handler = self._handler
         self.received += len(messages)
+        if self._meter is not None:
+            self._meter.channel_in[self.label] += len(messages)
         if handler is None:
             return
         what = f"channel {self.label!r}: message handler"

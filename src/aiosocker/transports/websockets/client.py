@@ -69,7 +69,7 @@ def with_query(url: str, params: Mapping[str, str]) -> str:
     return urlunsplit(parts._replace(query=urlencode({**query, **params})))
 
 
-def take_resume(conn: Connection, message: bytes | str) -> bool:
+async def take_resume(conn: Connection, message: bytes | str) -> bool:
     """The client's first message: a server with ``resume=`` sends RESUME first."""
     if not isinstance(message, bytes) or not is_signaling(message):
         return False
@@ -83,6 +83,7 @@ def take_resume(conn: Connection, message: bytes | str) -> bool:
     conn.resumed = frame.resumed
     if frame.fresh_reason:
         logger.info("connection %s started fresh: %s", conn.id, frame.fresh_reason)
+    await conn._resumed_hooks()  # before any other message reaches the chain
     return True
 
 

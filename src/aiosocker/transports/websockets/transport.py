@@ -4,7 +4,7 @@ or client side), and its read pump."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from websockets.asyncio.connection import Connection as WsConnection
@@ -74,7 +74,9 @@ def ending(ws: WsConnection) -> tuple[int | None, str]:
 
 
 async def pump(
-    ws: WsConnection, conn: Connection, first: Callable[[bytes | str], bool] | None = None
+    ws: WsConnection,
+    conn: Connection,
+    first: Callable[[bytes | str], Awaitable[bool]] | None = None,
 ) -> None:
     """Read ``ws`` into ``conn`` until it closes, then report the end to ``conn``.
     ``first`` sees the first message before the chain does and may consume it (the
@@ -83,7 +85,7 @@ async def pump(
     try:
         if first is not None:
             async for message in ws:
-                if not first(message):
+                if not await first(message):
                     waiter = receive(message)
                     if waiter is not None:
                         await waiter
