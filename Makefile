@@ -13,7 +13,9 @@ $(STAMP): pyproject.toml
 
 # System packages the tests use: headless Chromium, node/npm (the npm package's test
 # packs the browser client and bundles it with esbuild), redis-server (rooms and resume
-# across processes) and nginx (the deploy recipe's test). Installed with apt-get when root.
+# across processes), nginx (the deploy recipe's test), iproute2, nftables and coturn (the real-network
+# tests in tests/netns: NAT, firewalls and loss in network namespaces, a TURN relay).
+# Installed with apt-get when root.
 system:
 	@pkgs=""; \
 	command -v chromium >/dev/null 2>&1 || pkgs="chromium"; \
@@ -21,10 +23,13 @@ system:
 	command -v npm >/dev/null 2>&1 || pkgs="$$pkgs npm"; \
 	command -v redis-server >/dev/null 2>&1 || pkgs="$$pkgs redis-server"; \
 	command -v nginx >/dev/null 2>&1 || test -x /usr/sbin/nginx || pkgs="$$pkgs nginx"; \
+	command -v ip >/dev/null 2>&1 || test -x /usr/sbin/ip || pkgs="$$pkgs iproute2"; \
+	command -v nft >/dev/null 2>&1 || test -x /usr/sbin/nft || pkgs="$$pkgs nftables"; \
+	command -v turnserver >/dev/null 2>&1 || pkgs="$$pkgs coturn"; \
 	if [ -z "$$pkgs" ]; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$pkgs; \
-	else echo "install Debian's packages:$$pkgs (browser tests need /usr/bin/chromium, the npm test node and npm, the Redis tests redis-server, the nginx test nginx)"; exit 1; fi
+	else echo "install Debian's packages:$$pkgs (browser tests need /usr/bin/chromium, the npm test node and npm, the Redis tests redis-server, the nginx test nginx, the network tests iproute2, nftables and coturn)"; exit 1; fi
 
 demo: $(STAMP)
 	$(PY) -m aiosocker demo

@@ -348,8 +348,8 @@ async def test_resume_codec_matches_python(launch: Any, start_server: Any, open_
             accepted += 1
             assert result == {"ok": expected}, frame.hex()
     assert 50 < accepted < len(fuzz) - 50, "the fuzz cases should mix valid and invalid"
-    unknown = await tab.eval("T.each([T.unhex('ff53010a')], (f) => T.aiosocker.envelope.decode(f))")
-    assert unknown[0]["message"] == "unknown signaling message type 0x0a; version 1 has 0x01..0x09"
+    unknown = await tab.eval("T.each([T.unhex('ff53010b')], (f) => T.aiosocker.envelope.decode(f))")
+    assert unknown[0]["message"] == "unknown signaling message type 0x0b; version 1 has 0x01..0x0a"
 
     # What the encoder refuses, it refuses as Python's Resume does.
     refused = await tab.eval(

@@ -25,6 +25,8 @@ from aiosocker.rtc.envelope import (
     Candidate,
     ChannelSpec,
     Error,
+    IceServer,
+    IceServers,
     Message,
     Offer,
     Open,
@@ -479,7 +481,7 @@ async def test_malformed_signaling_mid_handshake_still_closes_4400(
 ) -> None:
     """Only frames without the magic are deferred: garbage that starts with ff 53 is
     bad signaling."""
-    app = FlowApp(after_scene=[b"\xffS\x01\x0a"])  # type 0x0a does not exist
+    app = FlowApp(after_scene=[b"\xffS\x01\x0b"])  # type 0x0b does not exist
     server = await start_server(app.setup)
     tab = await open_page(await launch("loopback"), server)
     await tab.eval("T.startFlow()")
@@ -618,6 +620,18 @@ def message_cases() -> list[Message]:
         Bye("done 🙂"),
         Resume("tok_-9"),
         Resume("ab", resumed=True, fresh_reason="unknown, used or expired token"),
+        IceServers((IceServer("turn:h", "u", "p"),)),
+        IceServers(
+            (
+                IceServer(
+                    ["turn:t.example:3478?transport=udp", "turns:t.example:5349?transport=tcp"],
+                    "1700000000:c1",
+                    "é" * 100,
+                ),
+                IceServer("stun:" + "s" * (envelope.MAX_ICE_FIELD - 5)),
+            )
+            * 4
+        ),
     ]
 
 
@@ -656,6 +670,14 @@ def as_js(message: Message) -> dict[str, Any]:
             return {"type": "ERROR", "code": code, "reason": reason}
         case Resume(token=token, resumed=resumed, fresh_reason=why):
             return {"type": "RESUME", "token": token, "resumed": resumed, "freshReason": why}
+        case IceServers(servers=servers):
+            return {
+                "type": "ICE_SERVERS",
+                "servers": [
+                    {"urls": list(s.url_list), "username": s.username, "credential": s.credential}
+                    for s in servers
+                ],
+            }
         case _:
             return {"type": message.TYPE.name}
 
@@ -757,6 +779,11 @@ async def test_envelope_codec_matches_python(
             {type: "BYE", reason: "\\ud800"},
             {type: "BYE", reason: "x".repeat(4097)},
             {type: "CANDIDATE", candidate: "c", sdpMLineIndex: -1},
+            {type: "ICE_SERVERS", servers: []},
+            {type: "ICE_SERVERS", servers: [{urls: "http://h"}]},
+            {type: "ICE_SERVERS", servers: [{urls: []}]},
+            {type: "ICE_SERVERS", servers: [{urls: "turn:h", username: 7}]},
+            {type: "ICE_SERVERS", servers: Array(9).fill({urls: "stun:h"})},
             {type: "HELLO"},
         ], (m) => T.aiosocker.envelope.encode(m))"""
     )

@@ -21,6 +21,8 @@ from aiosocker.rtc import (
     Candidate,
     ChannelSpec,
     Error,
+    IceServer,
+    IceServers,
     Message,
     MessageType,
     Offer,
@@ -33,7 +35,14 @@ from aiosocker.rtc import (
     is_signaling,
     validate_channels,
 )
-from aiosocker.rtc.envelope import MAGIC, MAX_SDP_SIZE, MAX_TEXT_SIZE, VERSION
+from aiosocker.rtc.envelope import (
+    MAGIC,
+    MAX_ICE_FIELD,
+    MAX_ICE_SERVERS,
+    MAX_SDP_SIZE,
+    MAX_TEXT_SIZE,
+    VERSION,
+)
 
 SDP = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"
 
@@ -74,6 +83,16 @@ EVERY_TYPE: list[Message] = [
     Bye("done"),
     Resume("tok_-9"),
     Resume("t", resumed=True, fresh_reason=""),
+    IceServers(
+        (
+            IceServer(
+                ["turn:t.example:3478?transport=udp", "turns:t.example:5349?transport=tcp"],
+                "1700000000:c1",
+                "cGFzc3dvcmQ=",
+            ),
+            IceServer("stun:s.example:3478"),
+        )
+    ),
 ]
 
 
@@ -130,6 +149,14 @@ GOLDEN: list[tuple[Message, str]] = [
     (Error(4400, "bad"), "ff 53 01 07 11 30 62 61 64"),
     (Candidate("c", "0", 0), "ff 53 01 04 03 00 00 00 01 30 63"),
     (Candidate("c"), "ff 53 01 04 00 00 00 00 00 63"),
+    (
+        IceServers((IceServer("turn:h", "u", "p"),)),
+        "ff 53 01 0a 01 01 00 06 74 75 72 6e 3a 68 00 01 75 00 01 70",
+    ),
+    (
+        IceServers((IceServer("stun:h"),)),
+        "ff 53 01 0a 01 01 00 06 73 74 75 6e 3a 68 00 00 00 00",
+    ),
     (
         Offer("v=0", (ChannelSpec("state"),)),
         "ff 53 01 02 00 01 04 00 00 00 00 00 00 00 05 73 74 61 74 65 00 00 76 3d 30",
@@ -188,6 +215,17 @@ channel_lists = st.lists(channel_specs(), max_size=5, unique_by=lambda c: c.labe
     unique_ids
 )
 
+ice_servers = st.builds(
+    IceServer,
+    st.lists(
+        st.builds(str.__add__, st.sampled_from(["stun:", "stuns:", "turn:", "turns:"]), text),
+        min_size=1,
+        max_size=3,
+    ).map(tuple),
+    st.none() | text,
+    st.none() | text,
+)
+
 messages: st.SearchStrategy[Message] = st.one_of(
     st.just(Ready()),
     st.just(Open()),
@@ -197,6 +235,7 @@ messages: st.SearchStrategy[Message] = st.one_of(
     st.builds(Renegotiate, text),
     st.builds(Error, u16, text),
     st.builds(Bye, text),
+    st.builds(IceServers, st.lists(ice_servers, min_size=1, max_size=3).map(tuple)),
 )
 
 
@@ -248,8 +287,8 @@ MALFORMED: list[tuple[bytes, str]] = [
     (b"\x00", r"not a signaling frame: it starts with 00"),
     (header(0x01, version=2), r"unsupported signaling version 2; this peer speaks version 1"),
     (header(0x01, version=0), r"unsupported signaling version 0"),
-    (header(0x00), r"unknown signaling message type 0x00; version 1 has 0x01\.\.0x09"),
-    (header(0x0A), r"unknown signaling message type 0x0a"),
+    (header(0x00), r"unknown signaling message type 0x00; version 1 has 0x01\.\.0x0a"),
+    (header(0x0B), r"unknown signaling message type 0x0b"),
     (header(0xFF), r"unknown signaling message type 0xff"),
     (header(0x01) + b"\x00", r"bad READY: 1 unexpected bytes after the payload at offset 4"),
     (header(0x05) + b"xyz", r"bad OPEN: 3 unexpected bytes after the payload at offset 4"),
@@ -355,6 +394,37 @@ MALFORMED: list[tuple[bytes, str]] = [
         header(0x08) + b"r" * (MAX_TEXT_SIZE + 1),
         r"bad BYE: reason is 4097 bytes; the limit is 4096",
     ),
+    (
+        header(0x0A),
+        r"bad ICE_SERVERS: truncated: server count needs 1 bytes at offset 4, 0 left",
+    ),
+    (header(0x0A) + b"\x00", r"bad ICE_SERVERS: server count 0; 1 to 8 fit"),
+    (header(0x0A) + b"\x09", r"bad ICE_SERVERS: server count 9; 1 to 8 fit"),
+    (header(0x0A) + b"\x01\x00", r"bad ICE_SERVERS: server 1 of 1 has 0 URLs; 1 to 8 fit"),
+    (
+        header(0x0A) + b"\x01\x01\x00\x06turn:h\x00\x01",
+        r"bad ICE_SERVERS: truncated: server 1 of 1 username needs 1 bytes at offset 16",
+    ),
+    (
+        header(0x0A) + b"\x01\x01\x00\x04http\x00\x00\x00\x00",
+        r"bad ICE_SERVERS: ICE server 1 URL 'http' is not a stun:, stuns:, turn: or turns: URL",
+    ),
+    (
+        header(0x0A) + b"\x01\x01\x00\x00\x00\x00\x00\x00",
+        r"bad ICE_SERVERS: ICE server 1 URL '' is not a stun:",
+    ),
+    (
+        header(0x0A) + b"\x01\x01\x04\x01turn:" + b"h" * (MAX_ICE_FIELD - 4),
+        r"bad ICE_SERVERS: server 1 of 1 URL 1 is 1025 bytes; the limit is 1024",
+    ),
+    (
+        header(0x0A) + b"\x01\x01\x00\x06turn:h\x00\x01\xff\x00\x00",
+        r"bad ICE_SERVERS: server 1 of 1 username is not valid UTF-8",
+    ),
+    (
+        header(0x0A) + b"\x01\x01\x00\x06turn:h\x00\x00\x00\x00!",
+        r"bad ICE_SERVERS: 1 unexpected bytes after the payload at offset 18",
+    ),
 ]
 
 
@@ -435,6 +505,29 @@ def test_encode_rejects_non_messages() -> None:
         (lambda: Error(4400, "r" * 4097), ValueError, r"ERROR reason is 4097 bytes"),
         (lambda: Renegotiate("r" * 4097), ValueError, r"RENEGOTIATE reason is 4097 bytes"),
         (lambda: Bye(1), TypeError, r"BYE reason must be a str, got int"),  # type: ignore[arg-type]
+        (lambda: IceServers(()), ValueError, r"ICE_SERVERS carries 1 to 8 servers, not 0"),
+        (
+            lambda: IceServers((IceServer("stun:h"),) * (MAX_ICE_SERVERS + 1)),
+            ValueError,
+            r"ICE_SERVERS carries 1 to 8 servers, not 9",
+        ),
+        (lambda: IceServers(("stun:h",)), TypeError, r"ICE server 1 must be an IceServer, got str"),  # type: ignore[arg-type]
+        (lambda: IceServers((IceServer(()),)), ValueError, r"ICE server 1 has 0 URLs; 1 to 8 fit"),
+        (
+            lambda: IceServers((IceServer("http://h"),)),
+            ValueError,
+            r"ICE server 1 URL 'http://h' is not a stun:, stuns:, turn: or turns: URL",
+        ),
+        (
+            lambda: IceServers((IceServer("turn:h", "u" * (MAX_ICE_FIELD + 1)),)),
+            ValueError,
+            r"ICE server 1 username is 1025 bytes of UTF-8; the limit is 1024",
+        ),
+        (
+            lambda: IceServers((IceServer("turn:h", "u", 7),)),  # type: ignore[arg-type]
+            TypeError,
+            r"ICE server 1 credential must be a str, got int",
+        ),
     ],
 )
 def test_messages_validate_fields(
@@ -446,6 +539,13 @@ def test_messages_validate_fields(
         return
     with pytest.raises(error, match=problem):
         build()
+
+
+def test_ice_servers_store_urls_as_a_tuple_and_empty_fields_as_none() -> None:
+    message = IceServers([IceServer(["turn:a", "turn:b"], "", "")])  # type: ignore[arg-type]
+    assert message.servers == (IceServer(("turn:a", "turn:b")),)
+    assert hash(message)
+    assert decode(encode(message)) == message
 
 
 def test_offer_stores_channels_as_a_tuple() -> None:

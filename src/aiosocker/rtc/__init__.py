@@ -15,6 +15,7 @@ from .envelope import (
     Candidate,
     ChannelSpec,
     Error,
+    IceServers,
     Message,
     MessageType,
     Offer,
@@ -27,7 +28,7 @@ from .envelope import (
     is_signaling,
     validate_channels,
 )
-from .peer import IceServer, strip_mdns_candidates
+from .peer import IceServer, IceTransportPolicy, strip_mdns_candidates
 from .session import (
     DEFAULT_CHANNELS,
     ClientSession,
@@ -37,6 +38,7 @@ from .session import (
     client_stages,
     server_stages,
 )
+from .turn import TurnSecret, turn_credentials
 
 __all__ = [
     "DEFAULT_CHANNELS",
@@ -50,6 +52,8 @@ __all__ = [
     "ClientSession",
     "Error",
     "IceServer",
+    "IceServers",
+    "IceTransportPolicy",
     "Message",
     "MessageType",
     "Offer",
@@ -60,6 +64,7 @@ __all__ = [
     "RtcOptions",
     "RtcSession",
     "ServerSession",
+    "TurnSecret",
     "client_stages",
     "decode",
     "encode",
@@ -67,6 +72,7 @@ __all__ = [
     "pack",
     "server_stages",
     "strip_mdns_candidates",
+    "turn_credentials",
     "unpack",
     "validate_channels",
 ]

@@ -37,7 +37,15 @@ from .envelope import (
     is_signaling,
     validate_channels,
 )
-from .peer import IceServer, add_candidate, close_peer, new_peer, parse_candidate
+from .peer import (
+    ICE_TRANSPORT_POLICIES,
+    IceServer,
+    IceTransportPolicy,
+    add_candidate,
+    close_peer,
+    new_peer,
+    parse_candidate,
+)
 from .sdp import (
     DEFAULT_MAX_REMOTE_CANDIDATES,
     AddressPolicy,
@@ -81,6 +89,10 @@ class RtcOptions(TypedDict, total=False):
       (the server's default: public addresses, or the WebSocket peer's own kind),
       ``"public"``, ``"any"`` (the client's default), networks such as ``"10.0.0.0/8"``.
       Candidates outside it are dropped and counted (``session.dropped_candidates``).
+    * ``ice_transport_policy``: ``"all"`` (default) or ``"relay"``: gather and use TURN
+      relay candidates only, as WebRTC's ``iceTransportPolicy`` (needs a TURN server:
+      ``ice_servers``, or on the server ``turn=``; on the client, also the ones the
+      server sends).
     """
 
     ice_servers: Sequence[IceServer]
@@ -90,6 +102,7 @@ class RtcOptions(TypedDict, total=False):
     max_buffered: int
     max_remote_candidates: int
     remote_addresses: str | Sequence[str]
+    ice_transport_policy: IceTransportPolicy
 
 
 class RtcSession(abc.ABC):
@@ -122,6 +135,7 @@ class RtcSession(abc.ABC):
         max_buffered: int = DEFAULT_MAX_BUFFERED,
         max_remote_candidates: int = DEFAULT_MAX_REMOTE_CANDIDATES,
         remote_addresses: str | Sequence[str] | None = None,
+        ice_transport_policy: IceTransportPolicy = "all",
     ) -> None:
         self.conn = conn
         self.specs = validate_channels(channels)
@@ -144,6 +158,12 @@ class RtcSession(abc.ABC):
         life (mDNS ``.local`` candidates are not counted: they are never used)."""
         self._guard: CandidateGuard | None = None  # the current handshake's
         self.ice_servers = tuple(ice_servers)
+        if ice_transport_policy not in ICE_TRANSPORT_POLICIES:
+            raise ValueError(
+                f"ice_transport_policy is 'all' or 'relay', not {ice_transport_policy!r}"
+            )
+        self.ice_transport_policy: IceTransportPolicy = ice_transport_policy
+        """``"relay"``: relay candidates only."""
         self.timeout = timeout
         self.batch = batch
         self.max_frame = max_frame
@@ -277,11 +297,12 @@ class RtcSession(abc.ABC):
 
     # -- the stages' shared steps ----------------------------------------------------
 
-    async def _fresh_peer(self) -> RTCPeerConnection:
-        """A new peer connection in place of the old one (a handshake starts)."""
+    async def _fresh_peer(self, extra: Sequence[IceServer] = ()) -> RTCPeerConnection:
+        """A new peer connection in place of the old one (a handshake starts), with
+        :attr:`ice_servers` and then ``extra`` (this handshake's own)."""
         self._asked = False
         await self._close_peer()
-        pc = self.pc = new_peer(self.ice_servers)
+        pc = self.pc = new_peer((*self.ice_servers, *extra), self.ice_transport_policy)
         self._watch(pc)
         self._started = time.monotonic()
         return pc

@@ -13,7 +13,19 @@ from typing import TYPE_CHECKING, Any, Unpack
 
 from ..connection import Connection
 from .base_session import RtcOptions, RtcSession
-from .envelope import Answer, Message, Offer, Open, Ready, Renegotiate, encode, validate_channels
+from .envelope import (
+    Answer,
+    IceServer,
+    IceServers,
+    Message,
+    Offer,
+    Open,
+    Ready,
+    Renegotiate,
+    decode,
+    encode,
+    validate_channels,
+)
 from .peer import accept_offer, create_channel
 
 if TYPE_CHECKING:
@@ -32,17 +44,26 @@ class ClientSession(RtcSession):
     # other's candidates, nobody would send the first connectivity check.
     _REMOTE_ADDRESSES = "any"
 
+    offered_ice_servers: tuple[IceServer, ...] = ()
+    """The ICE servers the server sent for the current handshake (ICE_SERVERS), used
+    after the client's own :attr:`ice_servers`."""
+
     async def ready(self) -> None:
         """Tell the server we are ready for an offer (call it from the stage before the
         rtc stages, as the Go client did after building its scene)."""
         self._asked = True
+        self.offered_ice_servers = ()
         await self.conn.send(encode(Ready()))
 
     async def _rtc_offer(self, message: bytes) -> bool:
+        servers = decode(message)
+        if isinstance(servers, IceServers):  # for the OFFER that follows
+            self.offered_ice_servers = servers.servers
+            return False
         offer = self._expect(message, Offer)
         self.specs = validate_channels(offer.channels)
         sdp = self._remote_sdp(offer.sdp, "offer")  # 4400 before a peer is made
-        pc = await self._fresh_peer()
+        pc = await self._fresh_peer(self.offered_ice_servers)
         by_label = {spec.label: spec for spec in self.specs}
         for spec in self.specs:
             if spec.negotiated:  # both sides create it, with the same id
@@ -78,6 +99,7 @@ class ClientSession(RtcSession):
     async def _ask_again(self) -> None:
         await self._close_peer()
         self.conn.jump("rtc_offer")
+        self.offered_ice_servers = ()
         await self.conn.send(encode(Ready()))
 
     def _crossed(self, message: Message) -> bool:

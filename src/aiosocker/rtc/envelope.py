@@ -23,7 +23,7 @@ Rules
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from enum import Enum, IntEnum
 from typing import Any, ClassVar, Final, Literal, TypeAlias
@@ -41,6 +41,8 @@ __all__ = [
     "Candidate",
     "ChannelSpec",
     "Error",
+    "IceServer",
+    "IceServers",
     "Message",
     "MessageType",
     "Offer",
@@ -69,6 +71,15 @@ MAX_TEXT_SIZE: Final = 4096
 
 MAX_CHANNEL_ID: Final = 65534
 """Largest SCTP stream id a data channel may use (65535 is reserved)."""
+
+MAX_ICE_SERVERS: Final = 8
+"""Most ICE servers an ICE_SERVERS message carries, and most URLs per server."""
+
+MAX_ICE_FIELD: Final = 1024
+"""Largest ICE server URL, user name or credential, in bytes of UTF-8."""
+
+ICE_SCHEMES: Final = ("stun:", "stuns:", "turn:", "turns:")
+"""The URL schemes an ICE server may use (RFC 7064, RFC 7065)."""
 
 _U16_MAX: Final = 0xFFFF
 _HEADER_SIZE: Final = 4  # magic (2), version (1), type (1)
@@ -116,6 +127,9 @@ class MessageType(IntEnum):
     """Server -> client: the token to resume this session with, and whether this
     connection resumed an earlier one (not rtc: the same envelope, see
     docs/protocol.md)."""
+    ICE_SERVERS = 0x0A
+    """Server -> client, right before an OFFER: ICE servers (e.g. TURN with short-lived
+    credentials) for the peer connection that OFFER makes."""
 
 
 _HEADERS: Final = {kind: MAGIC + bytes((VERSION, kind)) for kind in MessageType}
@@ -305,6 +319,46 @@ def validate_channels(specs: Iterable[ChannelSpec]) -> tuple[ChannelSpec, ...]:
     return specs
 
 
+# -- ICE servers ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class IceServer:
+    """A STUN or TURN server for ICE (``urls`` like ``"turn:turn.example.com:3478"``),
+    as WebRTC's ``RTCIceServer`` describes one."""
+
+    urls: str | Sequence[str]
+    """One URL or several for the same server."""
+    username: str | None = None
+    """TURN user name."""
+    credential: str | None = None
+    """TURN password."""
+
+    @property
+    def url_list(self) -> tuple[str, ...]:
+        """:attr:`urls` as a tuple."""
+        return (self.urls,) if isinstance(self.urls, str) else tuple(self.urls)
+
+
+def _ice_server(server: object, index: int) -> IceServer:
+    """``server`` checked for the wire, with its URLs as a tuple and empty fields None."""
+    what = f"ICE server {index + 1}"
+    if not isinstance(server, IceServer):
+        raise TypeError(f"{what} must be an IceServer, got {type(server).__name__}")
+    urls = server.url_list
+    if not 1 <= len(urls) <= MAX_ICE_SERVERS:
+        raise ValueError(f"{what} has {len(urls)} URLs; 1 to {MAX_ICE_SERVERS} fit")
+    for url in urls:
+        if not _utf8(url, f"{what} URL", MAX_ICE_FIELD) or not url.startswith(ICE_SCHEMES):
+            raise ValueError(f"{what} URL {url!r} is not a stun:, stuns:, turn: or turns: URL")
+    fields = []
+    for name, value in (("username", server.username), ("credential", server.credential)):
+        if value is not None:
+            _utf8(value, f"{what} {name}", MAX_ICE_FIELD)
+        fields.append(value or None)  # "" is absent: one encoding per message
+    return IceServer(urls, *fields)
+
+
 # -- messages ---------------------------------------------------------------------------
 
 
@@ -457,7 +511,33 @@ class Resume:
         _utf8(self.fresh_reason, "RESUME reason", MAX_TEXT_SIZE)
 
 
-Message: TypeAlias = Ready | Offer | Answer | Candidate | Open | Renegotiate | Error | Bye | Resume
+@dataclass(frozen=True, slots=True)
+class IceServers:
+    """ICE_SERVERS, server -> client, right before an OFFER: ICE servers for the peer
+    connection the client makes for that OFFER, in addition to its own. A server with
+    ``turn=`` sends TURN credentials it minted for this player, valid for a while, so no
+    long-lived TURN password reaches a client. Sent only by such servers (see
+    docs/protocol.md, Versioning)."""
+
+    TYPE: ClassVar[MessageType] = MessageType.ICE_SERVERS
+
+    servers: tuple[IceServer, ...]
+    """1..:data:`MAX_ICE_SERVERS` servers, each with 1..:data:`MAX_ICE_SERVERS` URLs;
+    URLs, user names and credentials of at most :data:`MAX_ICE_FIELD` bytes (an empty
+    user name or credential is stored as ``None``)."""
+
+    def __post_init__(self) -> None:
+        servers = tuple(self.servers)
+        if not 1 <= len(servers) <= MAX_ICE_SERVERS:
+            raise ValueError(
+                f"ICE_SERVERS carries 1 to {MAX_ICE_SERVERS} servers, not {len(servers)}"
+            )
+        object.__setattr__(self, "servers", tuple(_ice_server(s, i) for i, s in enumerate(servers)))
+
+
+Message: TypeAlias = (
+    Ready | Offer | Answer | Candidate | Open | Renegotiate | Error | Bye | Resume | IceServers
+)
 """Any signaling message."""
 
 
@@ -490,6 +570,18 @@ def _encode_channel(spec: ChannelSpec) -> bytes:
     return b"".join((fixed, label, _U16.pack(len(protocol)), protocol))
 
 
+def _field(text: str | None) -> bytes:
+    data = (text or "").encode()
+    return _U16.pack(len(data)) + data
+
+
+def _encode_ice_server(server: IceServer) -> bytes:
+    urls = server.url_list
+    parts = [bytes((len(urls),)), *map(_field, urls), _field(server.username)]
+    parts.append(_field(server.credential))
+    return b"".join(parts)
+
+
 def encode(message: Message) -> bytes:
     """The binary WebSocket frame carrying ``message``."""
     match message:
@@ -514,6 +606,8 @@ def encode(message: Message) -> bytes:
         case Resume(token=token, resumed=resumed, fresh_reason=why):
             encoded = token.encode()
             payload = bytes((int(resumed),)) + _U16.pack(len(encoded)) + encoded + why.encode()
+        case IceServers(servers=servers):
+            payload = bytes((len(servers),)) + b"".join(map(_encode_ice_server, servers))
         case _:
             raise TypeError(f"not a signaling message: {message!r}")
     return _HEADERS[message.TYPE] + payload
@@ -675,6 +769,30 @@ def _decode_resume(reader: _Reader) -> Resume:
         raise reader.fail(str(exc)) from None
 
 
+def _decode_ice_servers(reader: _Reader) -> IceServers:
+    (count,) = reader.unpack(_U8, "server count")
+    if not 1 <= count <= MAX_ICE_SERVERS:
+        raise reader.fail(f"server count {count}; 1 to {MAX_ICE_SERVERS} fit")
+    servers = []
+    for i in range(count):
+        field = f"server {i + 1} of {count}"
+        (urls,) = reader.unpack(_U8, f"{field} URL count")
+        if not 1 <= urls <= MAX_ICE_SERVERS:
+            raise reader.fail(f"{field} has {urls} URLs; 1 to {MAX_ICE_SERVERS} fit")
+        texts = []
+        for name in [f"URL {u + 1}" for u in range(urls)] + ["username", "credential"]:
+            (size,) = reader.unpack(_U16, f"{field} {name} length")
+            what = f"{field} {name}"
+            texts.append(reader.text(reader.take(size, what), what, MAX_ICE_FIELD))
+        *url_texts, username, credential = texts
+        servers.append(IceServer(tuple(url_texts), username or None, credential or None))
+    reader.end()
+    try:
+        return IceServers(tuple(servers))
+    except ValueError as exc:  # an empty URL, or another scheme
+        raise reader.fail(str(exc)) from None
+
+
 _DECODERS: Final[dict[MessageType, Callable[[_Reader], Message]]] = {
     MessageType.READY: _decode_ready,
     MessageType.OFFER: _decode_offer,
@@ -685,6 +803,7 @@ _DECODERS: Final[dict[MessageType, Callable[[_Reader], Message]]] = {
     MessageType.ERROR: _decode_error,
     MessageType.BYE: _decode_bye,
     MessageType.RESUME: _decode_resume,
+    MessageType.ICE_SERVERS: _decode_ice_servers,
 }
 
 

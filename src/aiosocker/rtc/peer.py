@@ -11,11 +11,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal, TypeAlias
 
 from ..errors import SignalingError
-from .envelope import ChannelSpec
+from .envelope import ChannelSpec, IceServer
 from .sdp import parse_candidate as check_candidate
 from .sdp import strip_mdns_candidates
 
@@ -24,6 +23,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "IceServer",
+    "IceTransportPolicy",
     "accept_offer",
     "add_candidate",
     "answer_offer",
@@ -36,32 +36,38 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, slots=True)
-class IceServer:
-    """A STUN or TURN server for ICE (``urls`` like ``"turn:turn.example.com:3478"``)."""
+IceTransportPolicy: TypeAlias = Literal["all", "relay"]
+"""``"all"`` candidates, or ``"relay"``: TURN relay candidates only (WebRTC's
+``iceTransportPolicy``)."""
 
-    urls: str | Sequence[str]
-    """One URL or several for the same server."""
-    username: str | None = None
-    """TURN user name."""
-    credential: str | None = None
-    """TURN password."""
+ICE_TRANSPORT_POLICIES: tuple[IceTransportPolicy, ...] = ("all", "relay")
 
 
-def new_peer(ice_servers: Sequence[IceServer] = ()) -> RTCPeerConnection:
+def new_peer(
+    ice_servers: Sequence[IceServer] = (), policy: IceTransportPolicy = "all"
+) -> RTCPeerConnection:
     """A peer connection using exactly ``ice_servers`` (aiortc's default would ask a
-    public STUN server)."""
+    public STUN server); with ``policy="relay"`` it gathers and uses relay candidates
+    only (aiortc uses the first usable TURN URL of the list)."""
+    import aiortc
     from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection
 
     servers = [
         RTCIceServer(
-            urls=list(s.urls) if not isinstance(s.urls, str) else s.urls,
+            urls=s.urls if isinstance(s.urls, str) else list(s.urls),
             username=s.username,
             credential=s.credential,
         )
         for s in ice_servers
     ]
-    return RTCPeerConnection(RTCConfiguration(iceServers=servers))
+    if policy == "all":
+        return RTCPeerConnection(RTCConfiguration(iceServers=servers))
+    policies = getattr(aiortc, "RTCIceTransportPolicy", None)
+    if policies is None:  # pragma: no cover (older aiortc)
+        raise RuntimeError(f"ice_transport_policy={policy!r} needs a newer aiortc")
+    return RTCPeerConnection(
+        RTCConfiguration(iceServers=servers, iceTransportPolicy=policies.RELAY)
+    )
 
 
 async def close_peer(pc: RTCPeerConnection) -> None:

@@ -10,13 +10,24 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from typing import Unpack
+from typing import Any, Unpack
 
 from ..connection import Connection
 from .base_session import DEFAULT_CHANNELS, RtcOptions, RtcSession
-from .envelope import Answer, ChannelSpec, Message, Offer, Open, Ready, Renegotiate, encode
+from .envelope import (
+    Answer,
+    ChannelSpec,
+    IceServers,
+    Message,
+    Offer,
+    Open,
+    Ready,
+    Renegotiate,
+    encode,
+)
 from .peer import answer_offer, create_channel, make_offer
 from .sdp import IPAddress, host_addresses
+from .turn import TurnSecret
 
 __all__ = ["ServerSession", "server_stages"]
 
@@ -30,13 +41,30 @@ class ServerSession(RtcSession):
     _REMOTE_SDP = "ANSWER"
     _REMOTE_ADDRESSES = "peer"  # no checks to addresses the peer has no business naming
 
+    def __init__(self, conn: Connection, *, turn: TurnSecret | None = None, **options: Any) -> None:
+        if turn is not None and not isinstance(turn, TurnSecret):
+            raise TypeError(f"turn must be a TurnSecret, got {type(turn).__name__}")
+        self.turn = turn
+        """The TURN server whose credentials each handshake mints for the client."""
+        super().__init__(conn, **options)
+
     async def _rtc_ready(self, message: bytes) -> bool:
         self._expect(message, Ready)
-        pc = await self._fresh_peer()
+        turn = self.turn
+        # Relay-only, the server relays through the same TURN server, with credentials
+        # of its own; otherwise its own address is what the players' relays reach.
+        own = (
+            (turn.mint(f"{self.conn.id}.server"),)
+            if turn is not None and self.ice_transport_policy == "relay"
+            else ()
+        )
+        pc = await self._fresh_peer(own)
         for spec in self.specs:
             self._attach(create_channel(pc, spec), spec)
         sdp = await make_offer(pc)
         self._own = host_addresses(sdp)  # a peer on loopback is on this host: it may name them
+        if turn is not None:  # fresh credentials for each handshake, just before its OFFER
+            await self.conn.send(encode(IceServers((turn.mint(self.conn.id),))))
         await self.conn.send(encode(Offer(sdp, self.specs)))
         return True
 
@@ -83,9 +111,12 @@ def server_stages(
     conn: Connection,
     *,
     channels: Sequence[ChannelSpec] = DEFAULT_CHANNELS,
+    turn: TurnSecret | None = None,
     **options: Unpack[RtcOptions],
 ) -> ServerSession:
     """Add the server's rtc stages (``rtc_ready``, ``rtc_answer``, ``rtc_open``) here:
     after the stages added so far. ``channels`` are the channels to open (default: one
-    unordered, unreliable ``"game"``); the other options are :class:`RtcOptions`."""
-    return ServerSession(conn, channels=channels, **options)
+    unordered, unreliable ``"game"``); ``turn`` a TURN server to hand each client
+    short-lived credentials for (:class:`~aiosocker.rtc.TurnSecret`: sent in an
+    ICE_SERVERS message before each OFFER); the other options are :class:`RtcOptions`."""
+    return ServerSession(conn, channels=channels, turn=turn, **options)

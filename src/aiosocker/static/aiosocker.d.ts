@@ -261,7 +261,23 @@ export interface ChannelInit {
 }
 
 export type MessageTypeName =
-  "READY" | "OFFER" | "ANSWER" | "CANDIDATE" | "OPEN" | "RENEGOTIATE" | "ERROR" | "BYE" | "RESUME";
+  | "READY" | "OFFER" | "ANSWER" | "CANDIDATE" | "OPEN" | "RENEGOTIATE" | "ERROR" | "BYE" | "RESUME"
+  | "ICE_SERVERS";
+
+/** One ICE server of an ICE_SERVERS message (null: absent). */
+export interface IceServerSpec {
+  urls: string[];
+  username: string | null;
+  credential: string | null;
+}
+
+/** ICE_SERVERS, server -> client, right before an OFFER: ICE servers (a server with
+ *  turn= sends TURN credentials it minted for this player) for the peer connection
+ *  that OFFER makes, after the client's own iceServers. */
+export interface IceServersMessage {
+  type: "ICE_SERVERS";
+  servers: IceServerSpec[];
+}
 
 /** RESUME, server -> client, the first frame of a server with resume=: the token for
  *  the next reconnect (1-256 of A-Z a-z 0-9 - _; single use), whether this connection
@@ -283,7 +299,8 @@ export type SignalingMessage =
   | { type: "RENEGOTIATE"; reason: string }
   | { type: "ERROR"; code: number; reason: string }
   | { type: "BYE"; reason: string }
-  | ResumeMessage;
+  | ResumeMessage
+  | IceServersMessage;
 
 /** What encode() accepts: optional fields may be left out. */
 export type SignalingMessageInit =
@@ -295,7 +312,11 @@ export type SignalingMessageInit =
   | { type: "RENEGOTIATE"; reason?: string }
   | { type: "ERROR"; code: number; reason?: string }
   | { type: "BYE"; reason?: string }
-  | { type: "RESUME"; token: string; resumed?: boolean; freshReason?: string };
+  | { type: "RESUME"; token: string; resumed?: boolean; freshReason?: string }
+  | {
+      type: "ICE_SERVERS";
+      servers: { urls: string | string[]; username?: string | null; credential?: string | null }[];
+    };
 
 /** The signaling envelope codec (docs/protocol.md), byte for byte as Python's. */
 export declare const envelope: {
@@ -306,6 +327,10 @@ export declare const envelope: {
   readonly MAX_CHANNEL_ID: number;
   /** Largest RESUME token, in bytes (256). */
   readonly MAX_TOKEN_SIZE: number;
+  /** Most servers in an ICE_SERVERS message, and URLs per server (8). */
+  readonly MAX_ICE_SERVERS: number;
+  /** Largest ICE server URL, user name or credential, in bytes (1024). */
+  readonly MAX_ICE_FIELD: number;
   readonly MessageType: { readonly [K in MessageTypeName]: number };
   /** The frame of a message; TypeError or RangeError for invalid fields. */
   encode(message: SignalingMessageInit): Uint8Array;
@@ -319,6 +344,12 @@ export declare const envelope: {
   validateChannels(channels: ChannelInit[]): ChannelSpec[];
   /** Options for RTCPeerConnection.createDataChannel(). */
   channelOptions(spec: ChannelSpec): RTCDataChannelInit;
+  /** Validate an ICE_SERVERS message's servers (empty fields become null). */
+  iceServers(
+    servers: { urls: string | string[]; username?: string | null; credential?: string | null }[],
+  ): IceServerSpec[];
+  /** ICE servers as RTCPeerConnection takes them (absent fields left out). */
+  rtcIceServers(servers: IceServerSpec[]): RTCIceServer[];
 };
 
 // -- batching (aiosocker/batch.js) --
@@ -350,6 +381,8 @@ export interface RtcOptions {
   maxBuffered?: number;
   /** Largest batch frame (default 16384). */
   maxFrame?: number;
+  /** "all" (default) or "relay": TURN relay candidates only, passed to RTCPeerConnection. */
+  iceTransportPolicy?: RTCIceTransportPolicy;
 }
 
 /** A channel's message handler; async handlers are not awaited. */
@@ -391,6 +424,8 @@ export declare class RtcSession {
   readonly opened: number;
   /** Whether the last ICE gathering completed within gatherTimeout (null before one). */
   readonly gatherComplete: boolean | null;
+  /** The ICE servers the server sent for this handshake (ICE_SERVERS), after iceServers. */
+  readonly offeredIceServers: RTCIceServer[];
   /** Whether every channel of the offer is open. */
   readonly isOpen: boolean;
 

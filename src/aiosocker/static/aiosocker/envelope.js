@@ -13,13 +13,16 @@ export const MAX_SDP_SIZE = 64 * 1024;
 export const MAX_TEXT_SIZE = 4096;
 export const MAX_CHANNEL_ID = 65534;
 export const MAX_TOKEN_SIZE = 256;
+export const MAX_ICE_SERVERS = 8; // servers per ICE_SERVERS message, and URLs per server
+export const MAX_ICE_FIELD = 1024; // bytes of a URL, user name or credential
+const ICE_SCHEMES = ["stun:", "stuns:", "turn:", "turns:"];
 const U16_MAX = 0xffff;
 const HEADER_SIZE = 4; // magic (2), version (1), type (1)
 
 /** The type byte of a signaling frame, by name. */
 export const MessageType = Object.freeze({
   READY: 0x01, OFFER: 0x02, ANSWER: 0x03, CANDIDATE: 0x04,
-  OPEN: 0x05, RENEGOTIATE: 0x06, ERROR: 0x07, BYE: 0x08, RESUME: 0x09,
+  OPEN: 0x05, RENEGOTIATE: 0x06, ERROR: 0x07, BYE: 0x08, RESUME: 0x09, ICE_SERVERS: 0x0a,
 });
 const TYPE_NAMES = Object.fromEntries(Object.entries(MessageType).map(([k, v]) => [v, k]));
 const typeHex = (n) => `0x${n.toString(16).padStart(2, "0")}`;
@@ -94,6 +97,46 @@ export function validateChannels(channels) {
   });
 }
 
+/** Check an ICE_SERVERS message's servers as Python's IceServers does: 1-8 servers,
+ *  each {urls: string | string[] (1-8 stun:/stuns:/turn:/turns: URLs), username?,
+ *  credential?}. Returns them as {urls: string[], username, credential}, an empty or
+ *  missing user name or credential as null; TypeError or RangeError otherwise. */
+export function iceServers(servers) {
+  if (!Array.isArray(servers)) throw new TypeError(`ICE_SERVERS servers must be an array, got ${typeName(servers)}`);
+  if (servers.length < 1 || servers.length > MAX_ICE_SERVERS) {
+    throw new RangeError(`ICE_SERVERS carries 1 to ${MAX_ICE_SERVERS} servers, not ${servers.length}`);
+  }
+  return servers.map((server, index) => {
+    const what = `ICE server ${index + 1}`;
+    if (server === null || typeof server !== "object") throw new TypeError(`${what} must be an object, got ${typeName(server)}`);
+    const urls = typeof server.urls === "string" ? [server.urls] : server.urls;
+    if (!Array.isArray(urls)) throw new TypeError(`${what} urls must be a string or an array, got ${typeName(server.urls)}`);
+    if (urls.length < 1 || urls.length > MAX_ICE_SERVERS) throw new RangeError(`${what} has ${urls.length} URLs; 1 to ${MAX_ICE_SERVERS} fit`);
+    for (const url of urls) {
+      if (utf8(url, `${what} URL`, MAX_ICE_FIELD).length === 0 || !ICE_SCHEMES.some((s) => url.startsWith(s))) {
+        throw new RangeError(`${what} URL '${url}' is not a stun:, stuns:, turn: or turns: URL`);
+      }
+    }
+    const fields = ["username", "credential"].map((name) => {
+      const value = server[name] ?? null;
+      if (value !== null) utf8(value, `${what} ${name}`, MAX_ICE_FIELD);
+      return value || null; // "" is absent: one encoding per message
+    });
+    return Object.freeze({ urls: [...urls], username: fields[0], credential: fields[1] });
+  });
+}
+
+/** ICE servers as RTCPeerConnection takes them: absent fields left out (WebIDL would
+ *  turn a null user name into "null"). */
+export function rtcIceServers(servers) {
+  return servers.map(({ urls, username, credential }) => {
+    const server = { urls: [...urls] };
+    if (username !== null) server.username = username;
+    if (credential !== null) server.credential = credential;
+    return server;
+  });
+}
+
 /** Options for RTCPeerConnection.createDataChannel(label, options): absent fields left
  *  out (WebIDL would turn a null maxRetransmits into 0). */
 export function channelOptions(spec) {
@@ -110,6 +153,11 @@ function sdpBytes(sdp, kind) {
   const data = utf8(sdp, `${kind} SDP`, MAX_SDP_SIZE);
   if (data.length === 0) throw new RangeError(`${kind} SDP must not be empty`);
   return data;
+}
+
+function field(text) {
+  const data = utf8Encoder.encode(text ?? "");
+  return concat([u16(data.length), data]);
 }
 
 function encodeChannel(spec) {
@@ -130,6 +178,7 @@ function encodeChannel(spec) {
  *   {type: "CANDIDATE", candidate, sdpMid?: string|null, sdpMLineIndex?: number|null}
  *   {type: "RENEGOTIATE", reason?} | {type: "BYE", reason?} | {type: "ERROR", code, reason?}
  *   {type: "RESUME", token, resumed?: boolean, freshReason?: string}   (server -> client)
+ *   {type: "ICE_SERVERS", servers: [{urls, username?, credential?}]}   (server -> client)
  * Invalid fields throw TypeError or RangeError, so it never makes a frame the peer rejects.
  */
 export function encode(message) {
@@ -172,6 +221,14 @@ export function encode(message) {
       if (typeof resumed !== "boolean") throw new TypeError(`RESUME resumed must be a boolean, got ${typeName(resumed)}`);
       const bytes = resumeToken(token);
       payload = [Uint8Array.of(resumed ? RESUMED : 0), u16(bytes.length), bytes, utf8(freshReason, "RESUME reason", MAX_TEXT_SIZE)];
+      break;
+    }
+    case "ICE_SERVERS": {
+      const servers = iceServers(message.servers);
+      payload = [Uint8Array.of(servers.length)];
+      for (const { urls, username, credential } of servers) {
+        payload.push(Uint8Array.of(urls.length), ...urls.map(field), field(username), field(credential));
+      }
       break;
     }
   }
@@ -304,6 +361,29 @@ const DECODERS = {
     }
     return { type: "RESUME", token, resumed: Boolean(flags & RESUMED), freshReason };
   },
+  ICE_SERVERS(r) {
+    const count = r.take(1, "server count")[0];
+    if (count < 1 || count > MAX_ICE_SERVERS) throw r.fail(`server count ${count}; 1 to ${MAX_ICE_SERVERS} fit`);
+    const servers = [];
+    for (let i = 0; i < count; i++) {
+      const where = `server ${i + 1} of ${count}`;
+      const urls = r.take(1, `${where} URL count`)[0];
+      if (urls < 1 || urls > MAX_ICE_SERVERS) throw r.fail(`${where} has ${urls} URLs; 1 to ${MAX_ICE_SERVERS} fit`);
+      const names = [...Array.from({ length: urls }, (_, u) => `URL ${u + 1}`), "username", "credential"];
+      const texts = names.map((name) => {
+        const what = `${where} ${name}`;
+        return r.text(r.take(r.u16(`${what} length`), what), what, MAX_ICE_FIELD);
+      });
+      const credential = texts.pop(), username = texts.pop();
+      servers.push({ urls: texts, username, credential });
+    }
+    r.end();
+    try {
+      return { type: "ICE_SERVERS", servers: iceServers(servers) };
+    } catch (err) {
+      throw r.fail(err.message); // an empty URL, or another scheme
+    }
+  },
 };
 
 /** Whether a binary frame is signaling (starts with ff 53) rather than an app message. */
@@ -335,6 +415,7 @@ export function decode(frame) {
 
 /** The signaling envelope codec (docs/protocol.md, section 1). */
 export const envelope = Object.freeze({
-  MAGIC, VERSION, MAX_SDP_SIZE, MAX_TEXT_SIZE, MAX_CHANNEL_ID, MAX_TOKEN_SIZE, MessageType,
-  encode, decode, isSignaling, channelSpec, validateChannels, channelOptions,
+  MAGIC, VERSION, MAX_SDP_SIZE, MAX_TEXT_SIZE, MAX_CHANNEL_ID, MAX_TOKEN_SIZE, MAX_ICE_SERVERS,
+  MAX_ICE_FIELD, MessageType, encode, decode, isSignaling, channelSpec, validateChannels,
+  channelOptions, iceServers, rtcIceServers,
 });

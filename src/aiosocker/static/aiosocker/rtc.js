@@ -5,7 +5,7 @@
 import { SignalingError } from "./errors.js";
 import { asBytes, typeName } from "./bytes.js";
 import { addHook, runHooks } from "./hooks.js";
-import { channelOptions, decode, encode, isReliable, isSignaling } from "./envelope.js";
+import { channelOptions, decode, encode, isReliable, isSignaling, rtcIceServers } from "./envelope.js";
 import { DEFAULT_MAX_SIZE, pack, unpack } from "./batch.js";
 import { Connection } from "./connection.js";
 
@@ -135,12 +135,17 @@ const CLIENT_STAGES = Object.freeze(["rtc_offer", "rtc_open"]);
 export class RtcSession {
   constructor(conn, {
     iceServers = [], timeout = 5000, batch = true, gatherTimeout = 2000,
-    maxBuffered = 256 * 1024, maxFrame = DEFAULT_MAX_SIZE,
+    maxBuffered = 256 * 1024, maxFrame = DEFAULT_MAX_SIZE, iceTransportPolicy = "all",
   } = {}) {
     if (!(conn instanceof Connection)) throw new TypeError(`clientStages needs a socker Connection, got ${typeName(conn)}`);
     this.conn = conn;
     /** Passed to RTCPeerConnection as is; default none: no public STUN server unasked. */
     this.iceServers = iceServers;
+    /** "all", or "relay": only TURN relay candidates (the players' addresses stay hidden). */
+    this.iceTransportPolicy = iceTransportPolicy;
+    /** The ICE servers the server sent for this handshake (ICE_SERVERS: e.g. TURN
+     *  credentials minted for this player), used after iceServers. */
+    this.offeredIceServers = [];
     this.timeout = timeout;
     this.gatherTimeout = gatherTimeout;
     this.channelOptions = { batch, maxFrame, maxBuffered };
@@ -192,6 +197,7 @@ export class RtcSession {
    *  stages (e.g. once the scene is built), then return true. */
   async ready() {
     this._asked = true;
+    this.offeredIceServers = [];
     this.conn.send(encode({ type: "READY" }));
   }
 
@@ -229,6 +235,7 @@ export class RtcSession {
     this._asked = true; // a second call meanwhile does nothing
     this._closePeer();
     this.conn.jump("rtc_offer");
+    this.offeredIceServers = [];
     this.conn.send(encode({ type: "READY" }));
   }
 
@@ -244,11 +251,19 @@ export class RtcSession {
   // -- stages --
 
   async _rtcOffer(message) {
+    const servers = decode(message); // SignalingError on garbage: the connection closes 4400
+    if (servers.type === "ICE_SERVERS") { // for the OFFER that follows
+      this.offeredIceServers = rtcIceServers(servers.servers);
+      return false;
+    }
     const offer = this._expect(message, "OFFER");
     this._asked = false;
     this._closePeer();
     this.specs = offer.channels;
-    const pc = this.pc = new RTCPeerConnection({ iceServers: this.iceServers });
+    const pc = this.pc = new RTCPeerConnection({
+      iceServers: [...this.iceServers, ...this.offeredIceServers],
+      iceTransportPolicy: this.iceTransportPolicy,
+    });
     this._lostReported = this._answered = this._openSent = false;
     const bySpec = new Map(this.specs.map((spec) => [spec.label, spec]));
     pc.addEventListener("datachannel", (event) => {
@@ -374,7 +389,8 @@ export class RtcSession {
 export const rtc = Object.freeze({
   /** Add the client's rtc stages (rtc_offer, rtc_open) to conn's chain, here; returns
    *  the RtcSession. Options: {iceServers = [], timeout = 5000 ms per stage, batch =
-   *  true, gatherTimeout = 2000 ms, maxBuffered = 262144 bytes, maxFrame = 16384}. */
+   *  true, gatherTimeout = 2000 ms, maxBuffered = 262144 bytes, maxFrame = 16384,
+   *  iceTransportPolicy = "all"}. */
   clientStages(conn, options = {}) { return new RtcSession(conn, options); },
   RtcSession,
   Channel,
