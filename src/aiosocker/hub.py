@@ -101,6 +101,10 @@ class Backend(Protocol):
     async def members(self, room: str) -> int:
         """Members of ``room`` on every process."""
 
+    async def adopt(self, token: str, rooms: tuple[str, ...], stage: str, grace: float) -> None:
+        """This process is going away: let the others keep, for ``grace`` seconds, what
+        is broadcast to ``rooms`` for the session parked under ``token``."""
+
     async def close(self) -> None:
         """Disconnect (the hub is closing)."""
 
@@ -150,6 +154,8 @@ class Hub:
         self._rooms: Rooms[Connection | Ghost] = Rooms()
         self._ghosts: dict[str, Ghost] = {}
         self._background = Background()
+        self._runs = 0  # connections between hub.run()'s start and end (parking included)
+        self._idle: asyncio.Event | None = None
         self._keep_tail: asyncio.Future[Any] | None = None
         self.backend: Backend | None = None
         """Set before :meth:`start` to share rooms and broadcasts with other processes."""
@@ -348,7 +354,17 @@ class Hub:
             *(conn.close(code, reason) for conn in list(self._connections.values())),
             return_exceptions=True,
         )
+        if self._runs:  # sessions still parking (resume): the backend must outlive them
+            self._idle = asyncio.Event()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.settings.close_timeout):
+                    await self._idle.wait()
+        loop = asyncio.get_running_loop()
         for ghost in list(self._ghosts.values()):
+            if self.backend is not None and ghost.timer is not None:  # hand it on
+                rooms = tuple(sorted(self._rooms.rooms_of(ghost)))
+                left = ghost.timer.when() - loop.time()
+                await self.backend.adopt(ghost.token, rooms, ghost.current, left)
             self._drop_ghost(ghost)
         await self._background.finish(cancel=False)
         if self.backend is not None:
@@ -448,6 +464,15 @@ class Hub:
         the socket closes. A failing setup closes the connection with 1011. With
         ``resume=``, a token in the request resumes a parked session first, and the
         session is parked again when the connection drops."""
+        self._runs += 1
+        try:
+            await self._run(conn, reader)
+        finally:
+            self._runs -= 1
+            if not self._runs and self._idle is not None:
+                self._idle.set()
+
+    async def _run(self, conn: Connection, reader: Awaitable[None]) -> None:
         prepare = await self._resume(conn) if self.settings.resume is not None else None
         self._connections[conn.id] = conn
         try:
@@ -536,8 +561,10 @@ class Hub:
                 extra=conn.log_context(),
             )
             return False
-        if self._closing:
-            return True  # parked for another process; this one keeps nothing
+        if self._closing:  # parked for another process; this one keeps nothing
+            if self.backend is not None:
+                await self.backend.adopt(token, tuple(sorted(rooms)), stage, grace)
+            return True
         ghost = Ghost(conn.id, stage, token)
         for room in rooms:
             self._rooms.join(ghost, room)

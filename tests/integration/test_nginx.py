@@ -36,7 +36,7 @@ async def backends(redis_server: RedisServer, tmp_path: Path) -> AsyncIterator[l
     """Two server processes on Redis (a heartbeat each second: a dead process's members
     stop counting after 3 s)."""
     url = redis_server.url + "?heartbeat=1"
-    servers = [RoomServer(url, log=tmp_path / f"server{i}.log") for i in range(2)]
+    servers = [RoomServer(url, log=tmp_path / f"server{i}.log", resume=10) for i in range(2)]
     try:
         await asyncio.gather(*(server.start() for server in servers))
         yield servers
@@ -78,12 +78,13 @@ async def reconnect(
 ) -> tuple[Member, int]:
     """What a client does when its connection drops: connect again, through nginx,
     with backoff, until it is in. (One place, so that a resume can be asserted here.)"""
-    assert dropped.closed
+    assert dropped.closed and dropped.conn is not None
+    token = dropped.conn.resume_token if dropped.conn.may_resume else None
     deadline = time.monotonic() + timeout
     delay = 0.05
     while True:
         try:
-            member = await stack.enter_async_context(Member(nginx.url))
+            member = await stack.enter_async_context(Member(nginx.url, token))
             return member, await member.pid()
         except Exception:
             if time.monotonic() + delay > deadline:
@@ -139,3 +140,32 @@ async def wait_closed(member: Member, timeout: float = 10) -> None:  # noqa: ASY
         if time.monotonic() > deadline:
             pytest.fail("the connection did not drop")
         await asyncio.sleep(0.01)
+
+
+async def test_a_client_resumes_through_nginx_on_the_other_process(
+    nginx: Nginx, backends: list[RoomServer]
+) -> None:
+    async with contextlib.AsyncExitStack() as stack:
+        a, pid_a = await through_nginx(stack, nginx)
+        other = next(server.pid for server in backends if server.pid != pid_a)
+        b, _ = await through_nginx(stack, nginx, other)
+        await a.join("match")
+        await b.join("match")
+        await wait_count(b, "match", 2)
+        assert a.conn is not None and a.conn.resume_token
+        first_id = a.conn.id
+
+        # a's process goes away the graceful way (a deploy): 1001, the session parks in
+        # Redis, and what is broadcast to the room meanwhile is kept for it.
+        next(server for server in backends if server.pid == pid_a).terminate()
+        await wait_closed(a)
+        assert a.conn.close_code == 1001 and a.conn.may_resume
+        await b.send("say:match:while a was away")
+        again, pid = await reconnect(stack, nginx, a)
+        assert pid == other
+        assert again.conn is not None and again.conn.resumed
+        await wait_until_got(again, ["while a was away"])  # missed, delivered on resume
+        await wait_count(b, "match", 2)  # back in its room, on the other process
+        await b.send("say:match:welcome back")
+        await wait_until_got(again, ["welcome back"])
+        assert first_id  # the client-side id is local; the server's is restored

@@ -122,6 +122,39 @@ redis.call('PEXPIRE', KEYS[3], ttl)
 return 1
 """
 
+# KEYS: a room's orphans hash (token -> stage). ARGV: data, key prefix, max messages,
+# max bytes, the broadcast's stages ("" for any, else joined by newlines). Keeps ``data``
+# for every session parked by a process that has gone away, as _MISSED does; forgets the
+# tokens whose park has expired or been claimed.
+_ORPHANS = r"""
+local entries = redis.call('HGETALL', KEYS[1])
+for i = 1, #entries, 2 do
+  local token, stage = entries[i], entries[i + 1]
+  local park = ARGV[2] .. ':park:' .. token
+  local missed = ARGV[2] .. ':missed:' .. token
+  local meta = ARGV[2] .. ':missedmeta:' .. token
+  local ttl = redis.call('PTTL', park)
+  if ttl <= 0 then
+    redis.call('HDEL', KEYS[1], token)
+  elseif ARGV[5] == '' or string.find('\n' .. ARGV[5] .. '\n', '\n' .. stage .. '\n', 1, true) then
+    if redis.call('HGET', meta, 'over') ~= '1' then
+      local n = redis.call('LLEN', missed)
+      local size = tonumber(redis.call('HGET', meta, 'size') or '0') or 0
+      if n >= tonumber(ARGV[3]) or size + string.len(ARGV[1]) > tonumber(ARGV[4]) then
+        redis.call('DEL', missed)
+        redis.call('HSET', meta, 'over', '1', 'size', '0')
+      else
+        redis.call('RPUSH', missed, ARGV[1])
+        redis.call('HINCRBY', meta, 'size', string.len(ARGV[1]))
+        redis.call('PEXPIRE', missed, ttl)
+      end
+      redis.call('PEXPIRE', meta, ttl)
+    end
+  end
+end
+return 1
+"""
+
 # KEYS: park, missed list, missed meta. Takes the record and its missed messages at once.
 _CLAIM = """
 local rec = redis.call('GET', KEYS[1])
@@ -133,7 +166,7 @@ if over == '1' then over = 1 else over = 0 end
 return {rec, over, items}
 """
 
-_OpKind = Literal["publish", "park", "missed", "claim", "members"]
+_OpKind = Literal["publish", "park", "missed", "claim", "members", "adopt"]
 
 
 @dataclass(slots=True)
@@ -224,6 +257,7 @@ class RedisBackend:
         self._members_script = self._redis.register_script(_MEMBERS)
         self._missed_script = self._redis.register_script(_MISSED)
         self._claim_script = self._redis.register_script(_CLAIM)
+        self._orphans_script = self._redis.register_script(_ORPHANS)
         self._deliver: Callable[[Broadcast], None] | None = None
         self._ops: deque[_Op] = deque()
         self._local: dict[str, int] = {}  # room -> members in this process
@@ -289,7 +323,14 @@ class RedisBackend:
                     self.dropped["publish"],
                 )
             return
-        self._ops.append(_Op("publish", (broadcast.encode(),)))
+        orphans = broadcast.room is not None and broadcast.channel is None
+        stages = "\n".join(sorted(broadcast.stages)) if broadcast.stages is not None else ""
+        self._ops.append(
+            _Op(
+                "publish",
+                (broadcast.encode(), broadcast.room if orphans else None, broadcast.data, stages),
+            )
+        )
         self._wake.set()
 
     def joined(self, room: str) -> None:
@@ -389,6 +430,13 @@ class RedisBackend:
             return None
         return record, missed
 
+    async def adopt(self, token: str, rooms: tuple[str, ...], stage: str, grace: float) -> None:
+        """This process is going away: from now on, whichever process broadcasts to one
+        of ``rooms`` keeps the message for the session parked under ``token``."""
+        if rooms and grace > 0:
+            with contextlib.suppress(RedisError, OSError):  # counted in dropped["store"]
+                await self._call("adopt", token, rooms, stage, max(1, int(grace * 1000)))
+
     async def missed(self, token: str, data: bytes) -> None:
         """Keep ``data`` for the session parked under ``token`` (if it still is)."""
         with contextlib.suppress(RedisError, OSError):  # counted in dropped["store"]
@@ -398,6 +446,9 @@ class RedisBackend:
 
     def _room_key(self, room: str) -> str:
         return f"{self.prefix}:room:{room}"
+
+    def _orphans_key(self, room: str) -> str:
+        return f"{self.prefix}:orphans:{room}"
 
     def _session_keys(self, token: str) -> list[str]:
         p = self.prefix
@@ -432,7 +483,19 @@ class RedisBackend:
 
     async def _queue(self, pipe: Any, op: _Op) -> None:
         if op.kind == "publish":
-            pipe.publish(self.channel, op.args[0])
+            encoded, room, data, stages = op.args
+            pipe.publish(self.channel, encoded)
+            if room is not None:
+                await self._orphans_script(
+                    keys=[self._orphans_key(room)],
+                    args=[data, self.prefix, MAX_MISSED, MAX_MISSED_BYTES, stages],
+                    client=pipe,
+                )
+        elif op.kind == "adopt":
+            token, rooms, stage, ttl_ms = op.args
+            for room in rooms:
+                pipe.hset(self._orphans_key(room), token, stage)
+                pipe.pexpire(self._orphans_key(room), ttl_ms)
         elif op.kind == "park":
             token, data, grace_ms = op.args
             park, missed, meta = self._session_keys(token)
@@ -454,6 +517,10 @@ class RedisBackend:
 
     @staticmethod
     def _replies(op: _Op) -> int:
+        if op.kind == "publish":
+            return 1 if op.args[1] is None else 2
+        if op.kind == "adopt":
+            return 2 * len(op.args[1])
         return 2 if op.kind == "park" else 1
 
     async def _writer(self) -> None:

@@ -136,8 +136,15 @@ class RedisServer:
 class RoomServer:
     """``room_server.py`` in a process of its own (see that file)."""
 
-    def __init__(self, redis: str | None, port: int = 0, log: Path | None = None) -> None:
+    def __init__(
+        self,
+        redis: str | None,
+        port: int = 0,
+        log: Path | None = None,
+        resume: float | None = None,
+    ) -> None:
         self.redis = redis
+        self.resume = resume
         self.requested = port
         self.log = log
         self.proc: asyncio.subprocess.Process | None = None
@@ -152,6 +159,8 @@ class RoomServer:
         args = [str(ROOM_SERVER), "--port", str(self.requested)]
         if self.redis is not None:
             args += ["--redis", self.redis]
+        if self.resume is not None:
+            args += ["--resume", str(self.resume)]
         stderr = self.log.open("ab") if self.log is not None else None
         try:
             self.proc = await asyncio.create_subprocess_exec(
@@ -170,6 +179,12 @@ class RoomServer:
         _, port, pid = line.split()
         self.port, self.pid = int(port), int(pid)
         return self
+
+    def terminate(self) -> None:
+        """Stop it the graceful way (SIGTERM): its clients get 1001 and may resume."""
+        if self.proc is not None and self.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.send_signal(signal.SIGTERM)
 
     def kill(self) -> None:
         """Kill it abruptly (SIGKILL): no close frame, its clients see 1006."""
@@ -200,10 +215,12 @@ class RoomServer:
 class Member:
     """A client connection that records every message in :attr:`inbox`."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, resume_token: str | None = None) -> None:
         self.url = url
         self.inbox: list[bytes] = []
-        self._connect = aiosocker.connect(url, self._setup, open_timeout=5)
+        self._connect = aiosocker.connect(
+            url, self._setup, open_timeout=5, resume_token=resume_token
+        )
         self.conn: aiosocker.Connection | None = None
 
     def _setup(self, conn: aiosocker.Connection) -> None:

@@ -58,7 +58,7 @@ def setup(conn: aiosocker.Connection) -> None:
         return False
 
 
-async def main(port: int, redis: str | None) -> None:
+async def main(port: int, redis: str | None, resume: float | None) -> None:
     global server
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -73,7 +73,7 @@ async def main(port: int, redis: str | None) -> None:
         stop.set()
 
     watcher = asyncio.create_task(stdin_closed())
-    async with aiosocker.serve(setup, "127.0.0.1", port, redis=redis) as server:
+    async with aiosocker.serve(setup, "127.0.0.1", port, redis=redis, resume=resume) as server:
         print(f"ready {server.port} {os.getpid()}", flush=True)
         await stop.wait()
     watcher.cancel()
@@ -85,5 +85,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--redis", default=None)
+    parser.add_argument("--resume", type=float, default=None)
     args = parser.parse_args()
-    asyncio.run(main(args.port, args.redis))
+    asyncio.run(main(args.port, args.redis, args.resume))
