@@ -21,6 +21,8 @@ from typing import Any, Literal
 import pytest
 from playwright import async_api as playwright_api
 
+from aiosocker.rtc.turn import turn_credentials
+
 from .netlab import (
     CHROMIUM,
     SERVER_IP,
@@ -34,7 +36,6 @@ from .netlab import (
     chromium_in,
     python_peer,
     sweep,
-    turn_credentials,
 )
 
 PAGE = Path(__file__).parent / "pages" / "lab.html"

@@ -34,10 +34,8 @@ Nothing here imports pytest: ``bench/figures/network.py`` builds the same lab.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
-import hashlib
-import hmac
+import ctypes
 import itertools
 import json
 import os
@@ -89,6 +87,16 @@ def can_build() -> str | None:
         if not Path(tool).exists():
             return f"{tool} is missing: `make system` installs iproute2 and nftables"
     return None
+
+
+_LIBC = ctypes.CDLL(None, use_errno=True)  # loaded here: a forked child only calls it
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In a child before exec: SIGKILL when the process that started it dies, so a
+    killed test run leaves no peer or coturn behind (kept across ``ip netns exec``)."""
+    _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def _run(*args: str, input: str | None = None, check: bool = True) -> str:
@@ -312,6 +320,7 @@ class Proc:
                 stdout=asyncio.subprocess.PIPE,
                 stderr=err,
                 limit=1 << 22,
+                preexec_fn=_die_with_parent,
             )
         return self
 
@@ -389,21 +398,10 @@ def python_peer(
 # -- coturn ------------------------------------------------------------------------------
 
 
-def turn_credentials(
-    secret: str, user: str, ttl: float, now: float | None = None
-) -> tuple[str, str]:
-    """The TURN REST scheme coturn's ``use-auth-secret`` checks: user name
-    ``"<expiry unix time>:<user>"``, password base64(HMAC-SHA1(secret, user name))."""
-    expiry = int((time.time() if now is None else now) + ttl)
-    username = f"{expiry}:{user}"
-    digest = hmac.new(secret.encode(), username.encode(), hashlib.sha1).digest()
-    return username, base64.b64encode(digest).decode()
-
-
 @dataclass
 class Turn:
     """A real ``turnserver`` (coturn) with ``use-auth-secret``: clients need short-lived
-    credentials minted from :attr:`secret` (:func:`turn_credentials`)."""
+    credentials minted from :attr:`secret` (``aiosocker.rtc.turn_credentials``)."""
 
     ip: str
     port: int
@@ -457,7 +455,11 @@ class Turn:
         self.workdir.mkdir(parents=True, exist_ok=True)
         with (self.workdir / "turnserver.out").open("ab") as out:
             self.proc = subprocess.Popen(
-                argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+                argv,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                preexec_fn=_die_with_parent,
             )
         ns = self.lab.turn if self.lab is not None else None
         deadline = time.monotonic() + timeout
