@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from .figures import dispatch, players, rtc, ws
+from .figures import dispatch, network, players, rtc, ws
 from .runner import (
     DEFAULT_JSON,
     Config,
@@ -35,6 +35,7 @@ GROUPS: tuple[Group, ...] = (
     Group("rtc_concurrent", rtc.run_concurrent, "rtc opens started together"),
     Group("dc", rtc.run_dc, "100 B messages/s one way on an unreliable DataChannel"),
     Group("players", players.run, "players per core: socker vs python-socketio, a 20 Hz game"),
+    Group("network", network.run, "real networks (root): behind a NAT, through TURN, under loss"),
 )
 
 
@@ -48,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         metavar="NAME[,NAME]",
         help="groups ("
         + ", ".join(group.name for group in GROUPS)
-        + "), JSON keys, or aliases: ws, rtc, tick, fast, echo, mem, socketio",
+        + "), JSON keys, or aliases: ws, rtc, tick, fast, echo, mem, socketio, turn",
     )
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help="results file")
     parser.add_argument("--no-plot", action="store_true", help="don't write the PNG")

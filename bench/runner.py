@@ -161,6 +161,13 @@ KEYS: tuple[Key, ...] = (
     ),
     _k("players_vs_socketio", "x", "players", ">= 10", "socker (websockets) / socketio"),
     _k("players_vs_socketio_fast", "x", "players", ">= 50", "socker (picows) / socketio"),
+    # real networks: the lab of tests/netns (namespaces, a NAT, coturn), root only
+    _k("rtc_open_ms_nat", "ms", "network", help="Python player behind a NAT, no TURN"),
+    _k("rtc_open_ms_relay", "ms", "network", help="relay only on both sides, via coturn"),
+    _k("dc_rtt_ms_host", "ms", "network", help="game channel round trip, NAT, no relay"),
+    _k("dc_rtt_ms_relay", "ms", "network", help="game channel round trip through coturn"),
+    _k("dc_delivered_pct_loss5", "%", "network", ">= 90", "unreliable, 5 % loss each way"),
+    _k("dc_delivered_pct_loss20", "%", "network", ">= 72", "unreliable, 20 % loss each way"),
 )
 KEY_BY_NAME: dict[str, Key] = {key.name: key for key in KEYS}
 
@@ -355,6 +362,7 @@ def select_groups(groups: Sequence[Group], only: str | None) -> list[Group]:
         "mem": ["conn_mem"],
         "echo": ["ws_echo"],
         "socketio": ["players"],
+        "turn": ["network"],
     }
     by_name = {group.name: group for group in groups}
     wanted: list[str] = []

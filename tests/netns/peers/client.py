@@ -93,9 +93,11 @@ async def main(config: dict[str, Any]) -> None:
                 await asyncio.wait_for(reports.get(), 30)  # the server counts from zero too
                 await conn.send(f"stream {seconds} {hz}".encode())
                 await streams.stream(seconds, hz)
-                await asyncio.sleep(command.get("grace", 1.0))  # the last ones arrive
-                await conn.send(b"report")
+                await asyncio.sleep(command.get("grace", 1.0))  # the last game updates
+                sent = streams.sent
+                await conn.send(f"report {sent['chat']} {sent['ws']}".encode())
                 server = await asyncio.wait_for(reports.get(), 30)
+                await streams.drain(server["sent"]["chat"], server["sent"]["ws"])
                 emit("result", client=streams.report(), server=server)
             elif cmd == "ping":
                 streams.rtt.clear()

@@ -182,6 +182,13 @@ class Streams:
             except TimeoutError:
                 break
 
+    async def drain(self, chat: int, ws: int, timeout: float = 15.0) -> None:  # noqa: ASYNC109
+        """Wait (bounded) until the reliable pipes delivered ``chat`` and ``ws`` messages:
+        under loss, retransmissions arrive late, and the report must not cut them off."""
+        deadline = time.monotonic() + timeout
+        while (len(self.chat) < chat or len(self.ws) < ws) and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+
     def report(self) -> dict[str, Any]:
         """What this side sent and received."""
         if self._sampler is not None:

@@ -10,7 +10,7 @@ Events on stdout: ``ready`` (port), ``open`` (each connection's channels open, w
 candidate pair ICE selected), ``closed``. Each connection's chain: ``hello`` (answers
 "scene"), the rtc stages, ``control`` (the stream's WebSocket messages and the client's
 commands: ``reset SECONDS`` (answers ``R{}``), ``stream SECONDS HZ``,
-``report``, ``pair``).
+``report CHAT WS`` (once that many reliable messages came), ``pair``).
 """
 
 from __future__ import annotations
@@ -85,10 +85,11 @@ async def main(config: dict[str, Any]) -> None:
                 conn.state["stream"] = asyncio.ensure_future(
                     streams.stream(float(args[0]), float(args[1]))
                 )
-            elif command == "report":
+            elif command == "report":  # report CHAT_SENT WS_SENT: the client's counts
                 task = conn.state.get("stream")
                 if task is not None:
                     await task
+                await streams.drain(int(args[0]), int(args[1]))
                 await conn.send(b"R" + json.dumps(streams.report()).encode())
             elif command == "pair":
                 await conn.send(b"R" + json.dumps(selected_pair(rtc)).encode())
