@@ -158,7 +158,8 @@ def current_server() -> Server:
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line: time, level, logger, message, worker, pid."""
+    """One JSON object per line: time, level, logger, message, worker, pid, and for a
+    line about a connection its ``conn_id``, ``stage`` and ``remote``."""
 
     def __init__(self, worker: str) -> None:
         super().__init__()
@@ -173,6 +174,10 @@ class JsonFormatter(logging.Formatter):
             "worker": self.worker,
             "pid": record.process,
         }
+        for field in ("conn_id", "stage", "remote"):  # Connection.log_context()
+            value = getattr(record, field, None)
+            if value is not None:
+                entry[field] = value
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry)

@@ -36,3 +36,17 @@ async def test_log_lines_carry_the_connection_not_the_payload(
     assert record.stage == "playing"  # type: ignore[attr-defined]
     assert record.remote.startswith("127.0.0.1:")  # type: ignore[attr-defined]
     assert SECRET.decode() not in caplog.text
+
+
+def test_json_log_lines_carry_the_connection_fields() -> None:
+    import json
+
+    from aiosocker.run import JsonFormatter
+
+    record = logging.LogRecord(
+        "aiosocker", logging.ERROR, __file__, 1, "stage %r raised", ("x",), None
+    )
+    record.conn_id, record.stage, record.remote = "c7", "playing", "127.0.0.1:5000"
+    line = json.loads(JsonFormatter("worker 1").format(record))
+    assert line["message"] == "stage 'x' raised"
+    assert (line["conn_id"], line["stage"], line["remote"]) == ("c7", "playing", "127.0.0.1:5000")
