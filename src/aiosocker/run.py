@@ -174,10 +174,10 @@ class JsonFormatter(logging.Formatter):
             "worker": self.worker,
             "pid": record.process,
         }
-        for field in ("conn_id", "stage", "remote"):  # Connection.log_context()
-            value = getattr(record, field, None)
+        for name in ("conn_id", "stage", "remote"):  # Connection.log_context()
+            value = getattr(record, name, None)
             if value is not None:
-                entry[field] = value
+                entry[name] = value
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry)
