@@ -6,9 +6,9 @@ the players in one process of their own on another (:mod:`bench.clients.players`
 sockets, pre-built frames; they report the latency from each input to the state that
 carries it, with the kernel's receive timestamps, and their own CPU).
 
-A variant's ramp runs N = 50, 100, 200, ... (a fresh server and a fresh players process
-per step) until a step fails, then narrows the last doubling down geometrically. A step
-passes when:
+A variant's ramp runs N = 50, 100, 200, ... 3,200 (a fresh server and a fresh players
+process per step) until a step fails, then tries the geometric middle of the last
+doubling. A step passes when:
 
 * the p99 input-to-state latency is at most 100 ms: the 50 ms the issue allows on top
   of the up-to-50 ms every input waits for the next tick of a 20 Hz loop (an idle
@@ -21,8 +21,9 @@ passes when:
 A step whose server waited for its CPU more than 5% of the window, or the players more
 than 15% (other work on the machine, ``/proc/<pid>/schedstat``), is run again after a
 pause (twice at most; once under ``--quick``); the waits stay in the details. Later
-rounds re-test around the first round's result (one step of 2^(1/4) either way).
-Variants take turns, order reversed each round, as in the other groups.
+rounds start at the median so far and step by 2^(1/4), up while passing or down while
+failing (3 steps at most). Variants take turns, order reversed each round, as in the
+other groups.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ DISTURBED = 0.05
 PLAYERS_DISTURBED = 0.15
 """The same for the players' process."""
 RETRIES = 2
-RETRY_PAUSE_S = 2.0
+RETRY_PAUSE_S = 3.0
 STEP_UP = 2**0.25
 
 VARIANTS: dict[str, tuple[str, str]] = {
@@ -80,7 +81,9 @@ class Step:
     n: int
     data: dict[str, Any]
     failed: str | None
-    """``None`` (passed), ``latency``, ``server core``, ``players`` or ``error: ...``."""
+    """``None`` (passed), ``latency``, ``server core``, ``players``, ``disturbed`` (it
+    failed while other work held the server or the players up, after the retries) or
+    ``error: ...``."""
     retried: bool = False
 
     def brief(self) -> dict[str, Any]:
@@ -111,10 +114,14 @@ class Ramp:
     stopped: Step | None
     """The first failing step above ``n`` (``None``: the cap was reached)."""
     steps: list[Step] = field(default_factory=list)
+    open_end: str = ""
+    """Why no step above ``n`` failed, when none did: the cap, or the steps ran out."""
 
     @property
     def limited_by(self) -> str:
-        return "cap" if self.stopped is None else str(self.stopped.failed)
+        if self.stopped is not None:
+            return str(self.stopped.failed)
+        return self.open_end or "cap"
 
 
 @dataclass(frozen=True)
@@ -195,7 +202,11 @@ def _step(kind: str, proto: str, n: int, plan: Plan) -> Step:
         )
         retried = True
         time.sleep(RETRY_PAUSE_S if plan.retries > 1 else 1.0)
-    step = Step(n, data, _verdict(data), retried)
+    failed = _verdict(data)
+    if failed and _disturbed(data):
+        # Still held up by other work after the retries: the server cannot be blamed.
+        failed = "disturbed"
+    step = Step(n, data, failed, retried)
     lat = data["latency_ms"]
     log(
         f"{kind} N={n}: p50/p99 {lat['p50']}/{lat['p99']} ms, server CPU "
@@ -239,21 +250,26 @@ def first_ramp(kind: str, proto: str, plan: Plan) -> Ramp:
 
 
 def ramp_around(kind: str, proto: str, plan: Plan, estimate: int) -> Ramp:
-    """A later round: N at the estimate, then one step of 2^(1/4) up (it passed) or down
-    (it failed, at most twice)."""
+    """A later round: N at the estimate, then steps of 2^(1/4) up while it passes, or down
+    while it fails (at most 3 steps either way)."""
     steps: list[Step] = []
     step = _step(kind, proto, estimate, plan)
     steps.append(step)
     if not step.failed:
-        up = _step(kind, proto, _tens(estimate * STEP_UP), plan)
-        steps.append(up)
-        if up.failed:
-            return Ramp(step.n, step, up, steps)
-        return Ramp(up.n, up, None, steps)
+        best = step
+        for _ in range(3):
+            n = min(_tens(best.n * STEP_UP), max(plan.ramp))
+            if n <= best.n:
+                return Ramp(best.n, best, None, steps)
+            up = _step(kind, proto, n, plan)
+            steps.append(up)
+            if up.failed:
+                return Ramp(best.n, best, up, steps)
+            best = up
+        return Ramp(best.n, best, None, steps, "not found in 3 steps up")
     stopped = step
-    n = estimate
-    for _ in range(2):
-        n = _tens(n / STEP_UP)
+    for _ in range(3):
+        n = _tens(stopped.n / STEP_UP)
         if n >= stopped.n:
             break
         down = _step(kind, proto, n, plan)
@@ -288,7 +304,7 @@ def _plan(cfg: Config) -> Plan:
     if cfg.quick:
         return Plan((100, 400), 0, 1, 0.5, 1.0, 0.3, server_cpu, players_cpu)
     ramp = tuple(50 * 2**i for i in range(7))  # 50 ... 3,200
-    return Plan(ramp, 2, RETRIES, 0.8, 2.0, 0.4, server_cpu, players_cpu)
+    return Plan(ramp, 1, RETRIES, 0.8, 2.0, 0.4, server_cpu, players_cpu)
 
 
 def _cpu_us_per_message(step: Step) -> float:
@@ -362,13 +378,18 @@ def _put_variant(results: Results, name: str, done: Interleaved, common: dict[st
         (s.data["players_cpu"] for ramp in ramps for s in ramp.steps if s.data), default=0.0
     )
     note = None
-    if any(by == "players" for by in limited):
+    if any(by == "disturbed" for by in limited):
+        note = (
+            "other work on the machine held the server or the players up at the step that "
+            "stopped some rounds, after the retries: there the figure is a lower bound"
+        )
+    elif any(by == "players" for by in limited):
         note = (
             "the players, not the server, stopped the ramp in some rounds: there the "
             "figure is a lower bound (see limited_by)"
         )
     elif any(by == "cap" for by in limited):
-        note = "the ramp reached its cap: a lower bound"
+        note = "the ramp reached its cap in some rounds: there the figure is a lower bound"
     detail: dict[str, Any] = {
         "about": ABOUT[name],
         "limited_by": limited,
@@ -420,7 +441,8 @@ def plot_path(json_path: Path) -> Path:
 
 def plot(doc: dict[str, Any], path: Path) -> str:
     """Latency (p50 dashed, p99 solid) and server CPU against N, from every step of the
-    ramps (the median where a step size ran more than once)."""
+    ramps (the median where a step size ran more than once; steps other work disturbed
+    are left out)."""
     try:
         import matplotlib
 
@@ -434,7 +456,7 @@ def plot(doc: dict[str, Any], path: Path) -> str:
         by_n: dict[int, list[dict[str, Any]]] = {}
         for ramp in detail.get("steps", []):
             for step in ramp:
-                if "p99_ms" in step:
+                if "p99_ms" in step and not step.get("disturbed"):
                     by_n.setdefault(step["n"], []).append(step)
         if by_n:
             series[name] = sorted(by_n.items())
@@ -458,15 +480,20 @@ def plot(doc: dict[str, Any], path: Path) -> str:
         cpu.plot(ns, [100 * x for x in med("players_cpu", rows)], color=color, linestyle=":")
     lat.axhline(LATENCY_LIMIT_MS, color="black", linewidth=1)
     lat.annotate(" limit (p99)", (lat.get_xlim()[0], LATENCY_LIMIT_MS), va="bottom", fontsize=8)
-    from matplotlib.ticker import ScalarFormatter
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
 
+    ramp_sizes = {50 * 2**i for i in range(8)}
+    ticks = sorted({n for rows in series.values() for n, _ in rows if n in ramp_sizes})
     for ax in (lat, cpu):
         ax.set_xscale("log")
+        ax.set_xticks(ticks)
         ax.xaxis.set_major_formatter(ScalarFormatter())
-        ax.xaxis.set_minor_formatter(ScalarFormatter())
-        ax.tick_params(axis="x", which="minor", labelsize=7)
+        ax.xaxis.set_minor_formatter(NullFormatter())
     lat.set_yscale("log")
+    top = max(lat.get_ylim()[1], 2 * LATENCY_LIMIT_MS)
+    lat.set_yticks([y for y in (25, 50, 100, 200, 400, 800, 1600, 3200) if y <= top])
     lat.yaxis.set_major_formatter(ScalarFormatter())
+    lat.yaxis.set_minor_formatter(NullFormatter())
     lat.set_xlabel("players N (one server core)")
     lat.set_ylabel("input-to-state latency, ms (p99 solid, p50 dashed)")
     lat.legend(fontsize=8, title="players per core", title_fontsize=8)
