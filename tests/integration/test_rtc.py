@@ -1014,3 +1014,15 @@ async def test_close_says_bye_and_nobody_renegotiates(serve: Any) -> None:
         assert lost == []
         assert not cli.conn.closed  # the WebSocket stays
         assert srv.session.opened == 1
+
+
+async def test_preload_imports_and_warms_aiortc_and_leaves_nothing_running() -> None:
+    import sys
+
+    from aiosocker.rtc import peer, preload
+
+    before = set(asyncio.all_tasks())
+    await preload()
+    assert "aiortc" in sys.modules and peer._warm
+    await preload()  # again: nothing more to do
+    assert not await leftover_tasks(before)

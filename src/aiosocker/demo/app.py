@@ -27,6 +27,7 @@ from importlib.resources import files
 from ..client import connect
 from ..connection import Connection
 from ..routes import Route
+from ..rtc import preload
 from ..rtc.session import ClientSession, ServerSession, client_stages, server_stages
 from ..run import WorkerOptions, configure_logging, supervise
 from ..server import Server, serve
@@ -200,6 +201,7 @@ async def demo_server(
     ``redis``, it shares the game with every other demo process on that Redis."""
     shared = redis is not None
     demo = Demo(world=World(random_ids=shared), shared=shared)
+    await preload()  # the first player must not wait for aiortc's import
     routes = {"/": Route("text/html; charset=utf-8", page)}
     async with serve(
         demo.setup, host, port, path="/ws", routes=routes, redis=redis, status_page=True

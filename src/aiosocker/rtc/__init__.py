@@ -28,7 +28,7 @@ from .envelope import (
     is_signaling,
     validate_channels,
 )
-from .peer import IceServer, IceTransportPolicy, strip_mdns_candidates
+from .peer import IceServer, IceTransportPolicy, preload, strip_mdns_candidates
 from .session import (
     DEFAULT_CHANNELS,
     ClientSession,
@@ -70,6 +70,7 @@ __all__ = [
     "encode",
     "is_signaling",
     "pack",
+    "preload",
     "server_stages",
     "strip_mdns_candidates",
     "turn_credentials",

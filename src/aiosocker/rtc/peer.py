@@ -70,6 +70,30 @@ def new_peer(
     )
 
 
+_warm = False
+
+
+async def preload() -> None:
+    """Import aiortc and warm it up now, so the first handshake does not pay for it.
+
+    The first peer connection of a process costs ~100 ms more than the next ones
+    (importing aiortc and its crypto, a first certificate, a first offer). Await this
+    once when the server starts (``aiosocker demo`` does): the import runs in a thread,
+    then one throwaway peer connection makes an offer and closes. Safe to call again.
+    """
+    global _warm
+    if _warm:
+        return
+    await asyncio.to_thread(__import__, "aiortc")
+    pc = new_peer()
+    try:
+        pc.createDataChannel("warm-up")
+        await make_offer(pc)
+    finally:
+        await close_peer(pc)
+    _warm = True
+
+
 async def close_peer(pc: RTCPeerConnection) -> None:
     """Close ``pc`` and leave no task behind.
 
