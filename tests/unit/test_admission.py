@@ -172,3 +172,22 @@ def test_a_doubled_origin_header_is_refused_403() -> None:
     caught = refused(Admission(), Request("/", "", headers, None))
     assert caught.status == 403
     assert "more than one Origin header" in caught.reason
+
+
+@pytest.mark.parametrize(
+    ("host", "origin", "allowed"),
+    [  # the examples of docs/protocol.md, "0. Connecting"
+        ("game.example:8765", "https://game.example:8765", True),
+        ("game.example:8765", "http://game.example:8765", True),  # the scheme is not compared
+        ("game.example:8765", "http://game.example", False),  # no default port filled in
+        ("game.example", "https://game.example", True),
+        ("game.example", "https://GAME.example", True),  # lower-cased
+        ("game.example", "https://game.example:443", False),
+    ],
+)
+def test_the_documented_origin_rule(host: str, origin: str, allowed: bool) -> None:
+    request = Request("/", "", {"Host": host, "Origin": origin})
+    if allowed:
+        assert admit(Admission(), request) is None
+    else:
+        assert refused(Admission(), request).status == 403
