@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from .figures import dispatch, network, players, rtc, ws
+from .figures import dispatch, limits, metrics, network, players, rooms, rtc, ws
 from .runner import (
     DEFAULT_JSON,
     Config,
@@ -36,6 +36,10 @@ GROUPS: tuple[Group, ...] = (
     Group("dc", rtc.run_dc, "100 B messages/s one way on an unreliable DataChannel"),
     Group("players", players.run, "players per core: socker vs python-socketio, a 20 Hz game"),
     Group("network", network.run, "real networks (root): behind a NAT, through TURN, under loss"),
+    Group("fanout", rooms.run_fanout, "a room broadcast to 1,000 connections, one process"),
+    Group("redis", rooms.run_redis, "two processes on Redis: broadcast latency, resume"),
+    Group("flood", limits.run_flood, "five clients' echo p99 while a sixth floods, rate= on/off"),
+    Group("metrics", metrics.run_metrics, "ws_stream with metrics=True against without"),
 )
 
 
@@ -49,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         metavar="NAME[,NAME]",
         help="groups ("
         + ", ".join(group.name for group in GROUPS)
-        + "), JSON keys, or aliases: ws, rtc, tick, fast, echo, mem, socketio, turn",
+        + "), JSON keys, or aliases: ws, rtc, tick, fast, echo, mem, socketio, turn, rooms",
     )
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help="results file")
     parser.add_argument("--no-plot", action="store_true", help="don't write the PNG")

@@ -168,6 +168,42 @@ KEYS: tuple[Key, ...] = (
     _k("dc_rtt_ms_relay", "ms", "network", help="game channel round trip through coturn"),
     _k("dc_delivered_pct_loss5", "%", "network", ">= 90", "unreliable, 5 % loss each way"),
     _k("dc_delivered_pct_loss20", "%", "network", ">= 72", "unreliable, 20 % loss each way"),
+    # rooms (bench/figures/rooms.py): a room broadcast to 1,000 connections, one process
+    _k("broadcast_fanout_raw_per_s", "msg/s", "fanout", help="websockets.broadcast(), delivered"),
+    _k("broadcast_fanout_per_s", "msg/s", "fanout", help="socker broadcast(room=), websockets"),
+    _k("broadcast_fanout_fast_per_s", "msg/s", "fanout", help="socker broadcast(room=), picows"),
+    _k("broadcast_fanout_ratio", "x", "fanout", ">= 0.9", "socker (websockets) / raw"),
+    _k("fast_fanout_vs_default", "x", "fanout", ">= 5", "socker on picows / on websockets"),
+    _k("broadcast_fanout_raw_cpu_us", "us/msg", "fanout", help="server CPU per delivery"),
+    _k("broadcast_fanout_cpu_us", "us/msg", "fanout", help="server CPU per delivery"),
+    _k("broadcast_fanout_fast_cpu_us", "us/msg", "fanout", help="server CPU per delivery"),
+    _k("broadcast_fanout_cpu_ratio", "x", "fanout", help="raw CPU / socker CPU per delivery"),
+    _k("fast_fanout_cpu_vs_default", "x", "fanout", help="CPU per delivery, websockets / picows"),
+    # rooms across processes: two server processes on a loopback redis-server
+    _k("redis_broadcast_p50_ms", "ms", "redis", "<= 1", "member on the other process"),
+    _k("redis_broadcast_p95_ms", "ms", "redis", "<= 5", "member on the other process"),
+    _k("redis_broadcast_local_p50_ms", "ms", "redis", help="member on the sending process"),
+    _k("redis_broadcast_local_p95_ms", "ms", "redis", help="member on the sending process"),
+    _k("redis_pubsub_p50_ms", "ms", "redis", help="redis-py publish -> subscriber, no socker"),
+    _k("redis_pubsub_p95_ms", "ms", "redis", help="redis-py publish -> subscriber, no socker"),
+    _k("redis_broadcast_vs_pubsub", "x", "redis", help="p50: socker broadcast / redis-py"),
+    _k("resume_ms", "ms", "redis", help="TCP reset -> resumed stage's reply, other process"),
+    _k("resume_fresh_ms", "ms", "redis", help="a new session walked to the same point"),
+    _k("resume_vs_fresh", "x", "redis", help="resume_ms / resume_fresh_ms"),
+    # rate and fairness (bench/figures/limits.py): five echo clients, a sixth floods
+    _k("flood_p99_ratio", "x", "flood", "<= 2", "flooded p99 / quiet p99, with rate="),
+    _k("flood_p99_ratio_unlimited", "x", "flood", help="the same without a rate"),
+    _k("flood_quiet_p99_ms", "ms", "flood", help="rate on, no flood"),
+    _k("flood_p99_ms", "ms", "flood", help="rate on, flooded"),
+    _k("flood_unlimited_quiet_p99_ms", "ms", "flood", help="no rate, no flood"),
+    _k("flood_unlimited_p99_ms", "ms", "flood", help="no rate, flooded"),
+    # metrics (bench/figures/metrics.py): the ws_stream scenario with metrics=True
+    _k("metrics_off_msgs_per_s", "msg/s", "metrics", help="socker, metrics off"),
+    _k("metrics_on_msgs_per_s", "msg/s", "metrics", help="socker, metrics=True"),
+    _k("metrics_off_cpu_us", "us/msg", "metrics"),
+    _k("metrics_on_cpu_us", "us/msg", "metrics"),
+    _k("metrics_overhead", "x", "metrics", "<= 1.05", "msgs/s off / on: > 1 is slower with"),
+    _k("metrics_overhead_cpu", "x", "metrics", help="CPU per message on / off"),
 )
 KEY_BY_NAME: dict[str, Key] = {key.name: key for key in KEYS}
 
@@ -363,6 +399,7 @@ def select_groups(groups: Sequence[Group], only: str | None) -> list[Group]:
         "echo": ["ws_echo"],
         "socketio": ["players"],
         "turn": ["network"],
+        "rooms": ["fanout", "redis"],
     }
     by_name = {group.name: group for group in groups}
     wanted: list[str] = []

@@ -18,6 +18,11 @@ Kinds (the same work on each side, so their costs compare):
   ``players`` only; :mod:`bench.servers.players_socketio`).
 * ``raw-aiortc`` / ``socker-rtc``: the WebRTC figures (:mod:`bench.servers.raw_aiortc`,
   :mod:`bench.servers.aiosocker_rtc`; see :mod:`bench.figures.rtc`).
+* ``fanout-raw``, ``fanout-socker``, ``fanout-socker-picows`` (mode ``fanout``) and
+  ``redis-socker`` (modes ``latency``, ``resume``): :mod:`bench.servers.rooms`;
+  ``flood-socker``, ``flood-socker-picows`` (modes ``limited``, ``unlimited``):
+  :mod:`bench.servers.limits`; ``socker-metrics`` (mode ``stream``):
+  :mod:`bench.servers.metrics`.
 
 Modes:
 
@@ -45,10 +50,13 @@ from ..runner import Unavailable
 from .aiosocker_rtc import socker_rtc
 from .aiosocker_ws import socker_async, socker_picows, socker_picows_tick, socker_tick
 from .base import Life, Ready
+from .limits import flood_socker, flood_socker_picows
+from .metrics import socker_metrics
 from .players_socketio import socketio_players
 from .raw_aiortc import raw_aiortc
 from .raw_picows import raw_picows
 from .raw_websockets import raw_websockets
+from .rooms import fanout_raw, fanout_socker, fanout_socker_picows, redis_socker
 
 SOCKER_MODES = ("stream", "echo", "idle", "players")
 KINDS: dict[str, tuple[Callable[[str, Ready, Life], Awaitable[None]], tuple[str, ...]]] = {
@@ -61,6 +69,14 @@ KINDS: dict[str, tuple[Callable[[str, Ready, Life], Awaitable[None]], tuple[str,
     "raw-aiortc": (raw_aiortc, ("rtc",)),
     "socker-rtc": (socker_rtc, ("rtc",)),
     "socketio": (socketio_players, ("players", "players-binary")),
+    # rooms, flood and metrics figures (bench.servers.rooms, .limits, .metrics)
+    "fanout-raw": (fanout_raw, ("fanout",)),
+    "fanout-socker": (fanout_socker, ("fanout",)),
+    "fanout-socker-picows": (fanout_socker_picows, ("fanout",)),
+    "redis-socker": (redis_socker, ("latency", "resume")),
+    "flood-socker": (flood_socker, ("limited", "unlimited")),
+    "flood-socker-picows": (flood_socker_picows, ("limited", "unlimited")),
+    "socker-metrics": (socker_metrics, ("stream",)),
 }
 UVLOOP_KINDS = frozenset({"socketio"})
 """Kinds whose event loop is uvloop's (python-socketio as it is deployed: uvicorn on
