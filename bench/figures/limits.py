@@ -61,7 +61,7 @@ def flood_round(server: ServerProcess, seconds: float) -> FloodSample:
 
 
 def run_flood(cfg: Config, results: Results) -> None:
-    seconds = cfg.pick(2.0, 1.5)
+    seconds = 1.5
     cpus = usable_cpus()
     server_cpu, client_cpu = (cpus[-1], cpus[0]) if len(cpus) >= 2 else (None, None)
     servers: dict[str, ServerProcess] = {}

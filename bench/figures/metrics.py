@@ -20,7 +20,7 @@ ON = "socker-metrics"
 
 
 def run_metrics(cfg: Config, results: Results) -> None:
-    n = cfg.pick(200_000, 50_000)
+    n = cfg.pick(150_000, 50_000)
     cpus = usable_cpus()
     server_cpu, client_cpu = (cpus[-1], cpus[0]) if len(cpus) >= 2 else (None, None)
     servers: dict[str, ServerProcess] = {}

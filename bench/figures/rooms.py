@@ -245,7 +245,7 @@ def _put_paired(
 
 def run_fanout(cfg: Config, results: Results) -> None:
     """A room broadcast to 1,000 connections: websockets.broadcast, socker, socker on picows."""
-    count = cfg.pick(100, 30)
+    count = cfg.pick(50, 30)
     cpus = usable_cpus()
     server_cpu, client_cpu = (cpus[-1], cpus[0]) if len(cpus) >= 2 else (None, None)
     raise_nofile(3 * MEMBERS + 512)
@@ -265,7 +265,7 @@ def run_fanout(cfg: Config, results: Results) -> None:
         done = interleave(
             {kind: (lambda r, rig=rig: rig.round(count)) for kind, rig in rigs.items()},
             cfg.pick(7, 3),
-            budget_s=cfg.pick(150, 30),
+            budget_s=cfg.pick(60, 30),
             warmup=lambda kind: rigs[kind].round(max(5, count // 10)),
         )
     finally:
@@ -546,7 +546,7 @@ def _put_resume(results: Results, done: Interleaved, drops: int) -> None:
 def run_redis(cfg: Config, results: Results) -> None:
     """Two server processes on one loopback Redis: broadcast latency (and redis-py's own
     publish -> subscription between two processes), then resume."""
-    probes = cfg.pick(200, 100)
+    probes = cfg.pick(100, 50)
     rounds = cfg.pick(7, 3)
     drops = cfg.pick(6, 4)
     with redis_server() as url:
