@@ -1,4 +1,5 @@
-"""DataChannel batching: pack/unpack round trips, frame sizes, malformed frames, Batcher."""
+"""DataChannel batching: pack/unpack round trips, frame sizes, malformed frames, Batcher;
+the PING/PONG control frames; Latest (latest-wins sending)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,21 @@ from hypothesis import strategies as st
 
 from aiosocker import SockerError
 from aiosocker.rtc import Batcher, BatchError, pack, unpack
-from aiosocker.rtc.batch import BATCH, DEFAULT_MAX_SIZE, MAX_MAX_SIZE, SINGLE
+from aiosocker.rtc.batch import (
+    BATCH,
+    CONTROL_SIZE,
+    DEFAULT_MAX_LATEST,
+    DEFAULT_MAX_SIZE,
+    MAX_MAX_SIZE,
+    PING,
+    PONG,
+    SINGLE,
+    Control,
+    Latest,
+    control,
+    ping,
+    pong,
+)
 
 
 def sizes_ok(frames: list[bytes], messages: list[bytes], max_size: int) -> None:
@@ -154,7 +169,9 @@ def test_unpack_fuzz_batched(body: bytes) -> None:
     [
         (b"", r"empty frame: a batch frame starts with a marker byte \(b0 or b1\)"),
         (b"\x00abc", r"unknown batch marker 0x00; expected 0xb0 or 0xb1"),
-        (b"\xb2", r"unknown batch marker 0xb2"),
+        (b"\xb4", r"unknown batch marker 0xb4"),
+        (b"\xb2", r"a PING control frame \(0xb2\) carries no messages"),
+        (b"\xb3" + bytes(8), r"a PONG control frame \(0xb3\) carries no messages"),
         (b"\xb1", r"empty batch: a b1 frame holds at least one message"),
         (b"\xb1\x05abc", r"truncated batch: message 1 at offset 2 needs 5 bytes, 3 left"),
         (b"\xb1\x01a\x02b", r"truncated batch: message 2 at offset 4 needs 2 bytes, 1 left"),
@@ -212,3 +229,119 @@ def test_batcher_default_max_size() -> None:
     assert all(len(f) <= DEFAULT_MAX_SIZE for f in frames)
     assert len(frames) == -(-1000 * 41 // (DEFAULT_MAX_SIZE - 1))
     assert sum(len(unpack(f)) for f in frames) == 1000
+
+
+# -- control frames ----------------------------------------------------------------------
+
+
+def test_control_golden_frames() -> None:
+    assert (PING, PONG, CONTROL_SIZE) == (0xB2, 0xB3, 9)
+    assert ping(1) == bytes.fromhex("b20000000000000001")
+    assert pong(0x0102030405060708) == bytes.fromhex("b30102030405060708")
+    assert ping(0) == b"\xb2" + bytes(8)
+    assert pong(2**64 - 1) == b"\xb3" + b"\xff" * 8
+    assert control(bytes.fromhex("b30102030405060708")) == Control(PONG, 0x0102030405060708)
+    assert control(ping(7)) == (PING, 7) and control(ping(7)).name == "PING"  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("frame", [b"", b"\xb0hi", b"\xb1\x01a", b"\x00", b"\xb4" + bytes(8)])
+def test_control_leaves_other_frames_to_unpack(frame: bytes) -> None:
+    assert control(frame) is None
+
+
+@pytest.mark.parametrize(
+    ("frame", "problem"),
+    [
+        (b"\xb2", r"a PING frame is 9 bytes \(marker and 8-byte id\), got 1"),
+        (b"\xb3" + bytes(7), r"a PONG frame is 9 bytes .*, got 8"),
+        (b"\xb2" + bytes(9), r"a PING frame is 9 bytes .*, got 10"),
+    ],
+)
+def test_malformed_control_frames_name_the_problem(frame: bytes, problem: str) -> None:
+    with pytest.raises(BatchError, match=problem):
+        control(frame)
+    with pytest.raises(BatchError, match="control frame .* carries no messages"):
+        unpack(frame)
+
+
+@pytest.mark.parametrize(
+    ("id", "error"), [(-1, ValueError), (2**64, ValueError), (True, TypeError), (1.0, TypeError)]
+)
+def test_control_ids_are_64_bit_unsigned(id: object, error: type[Exception]) -> None:
+    with pytest.raises(error):
+        ping(id)  # type: ignore[arg-type]
+    with pytest.raises(error):
+        pong(id)  # type: ignore[arg-type]
+
+
+@given(st.integers(0, 2**64 - 1))
+def test_control_round_trip(id: int) -> None:
+    assert control(ping(id)) == (PING, id)
+    assert control(pong(id)) == (PONG, id)
+    assert len(ping(id)) == CONTROL_SIZE
+
+
+# -- Latest ------------------------------------------------------------------------------
+
+
+def test_latest_keeps_the_newest_per_key_in_the_order_keys_started_waiting() -> None:
+    latest = Latest()
+    assert latest.max_keys == DEFAULT_MAX_LATEST == 1024
+    assert latest.take() is None
+    assert latest.put("a", b"a1") is False
+    assert latest.put("b", b"b1") is False
+    assert latest.put("a", b"a2") is True  # replaced; "a" keeps its place
+    assert latest.put("c", b"c1") is False
+    assert (len(latest), latest.pending_bytes, "a" in latest) == (3, 6, True)
+    assert repr(latest) == "<Latest 3 keys waiting, 6 bytes, max_keys 1024>"
+    frame = latest.take()
+    assert frame == b"\xb1\x02a2\x02b1\x02c1"
+    assert (len(latest), latest.pending_bytes) == (0, 0)
+    assert latest.put("a", b"a3") is False  # sent: a new wait
+    assert latest.take() == b"\xb0a3"
+
+
+def test_latest_bounds_its_keys() -> None:
+    latest = Latest(max_keys=2)
+    latest.put(1, b"x")
+    latest.put(2, b"x")
+    assert latest.full
+    with pytest.raises(OverflowError, match="2 keys wait already"):
+        latest.put(3, b"x")
+    assert latest.put(1, b"y") is True  # a waiting key still takes a newer message
+    assert latest.clear() == 2 and not latest.full and latest.pending_bytes == 0
+    for bad in (0, -1, True, 1.5):
+        with pytest.raises(ValueError, match="max_keys must be an int >= 1"):
+            Latest(bad)  # type: ignore[arg-type]
+
+
+def test_latest_takes_a_frame_at_a_time() -> None:
+    latest = Latest()
+    for key in range(10):
+        latest.put(key, bytes([key]) * 10)  # 11 bytes each in a batch
+    frames = []
+    while (frame := latest.take(max_size=1 + 11 * 3)) is not None:
+        frames.append(frame)
+    assert frames == pack([bytes([key]) * 10 for key in range(10)], 1 + 11 * 3)
+    latest.put("big", b"x" * 100)
+    assert latest.take(max_size=10) == b"\xb0" + b"x" * 100  # alone, as pack() does
+
+
+@given(
+    st.lists(st.tuples(st.integers(0, 20), st.binary(max_size=300)), max_size=80),
+    st.integers(1, 2000),
+)
+def test_latest_frames_are_packs_of_the_newest_per_key(
+    puts: list[tuple[int, bytes]], max_size: int
+) -> None:
+    latest = Latest()
+    newest: dict[int, bytes] = {}
+    for key, message in puts:
+        latest.put(key, message)
+        newest[key] = message  # dict order: first put of each key, as Latest's
+    assert latest.pending_bytes == sum(map(len, newest.values()))
+    frames = []
+    while (frame := latest.take(max_size)) is not None:
+        frames.append(frame)
+    assert frames == pack(list(newest.values()), max_size)
+    assert [m for f in frames for m in unpack(f)] == list(newest.values())

@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from types import MethodType
 from typing import TYPE_CHECKING, Any, ClassVar, TypeAlias, TypedDict, TypeVar
 
@@ -24,7 +24,14 @@ from ..background import Background
 from ..connection import Connection
 from ..errors import ConnectionClosedError, SignalingError
 from .batch import DEFAULT_MAX_SIZE
-from .channel import DEFAULT_MAX_BUFFERED, Channel, MessageHandler
+from .channel import (
+    DEFAULT_CHANNEL_TIMEOUT,
+    DEFAULT_MAX_BUFFERED,
+    DEFAULT_PING_INTERVAL,
+    Channel,
+    MessageHandler,
+    _seconds,
+)
 from .envelope import (
     Bye,
     Candidate,
@@ -93,6 +100,12 @@ class RtcOptions(TypedDict, total=False):
       relay candidates only, as WebRTC's ``iceTransportPolicy`` (needs a TURN server:
       ``ice_servers``, or on the server ``turn=``; on the client, also the ones the
       server sends).
+    * ``ping_interval``: seconds between the PINGs each channel sends its peer while it
+      answers (2; ``None``: no PINGs from this side, so no ``rtt`` and no timeout);
+      ``session.rtt`` is the last round trip measured.
+    * ``channel_timeout``: seconds a channel waits for a PONG before it counts the peer
+      as gone (10; ``None``: never): the channel closes, ``session.close_reason`` says
+      why and the ``on_close`` hooks run, much sooner than aiortc's ~30 s.
     """
 
     ice_servers: Sequence[IceServer]
@@ -103,6 +116,8 @@ class RtcOptions(TypedDict, total=False):
     max_remote_candidates: int
     remote_addresses: str | Sequence[str]
     ice_transport_policy: IceTransportPolicy
+    ping_interval: float | None
+    channel_timeout: float | None
 
 
 class RtcSession(abc.ABC):
@@ -136,8 +151,21 @@ class RtcSession(abc.ABC):
         max_remote_candidates: int = DEFAULT_MAX_REMOTE_CANDIDATES,
         remote_addresses: str | Sequence[str] | None = None,
         ice_transport_policy: IceTransportPolicy = "all",
+        ping_interval: float | None = DEFAULT_PING_INTERVAL,
+        channel_timeout: float | None = DEFAULT_CHANNEL_TIMEOUT,
     ) -> None:
         self.conn = conn
+        self.ping_interval = _seconds("ping_interval", ping_interval)
+        """Seconds between each channel's PINGs (``None``: this side sends none)."""
+        self.channel_timeout = _seconds("channel_timeout", channel_timeout)
+        """Seconds without a PONG before a channel counts its peer as gone."""
+        self.rtt: float | None = None
+        """The last round trip a channel's PING measured, in seconds (``None`` before
+        the first); kept across renegotiations."""
+        self.close_reason: str | None = None
+        """Why the ``on_close`` hooks last ran: e.g. ``"channel 'game' closed"``, ``"the
+        peer connection failed"``, or ``"channel 'game' did not answer PINGs for 10 s
+        (channel_timeout=10 s)"`` (``None`` until they have)."""
         self.specs = validate_channels(channels)
         if (
             not isinstance(max_remote_candidates, int)
@@ -218,7 +246,8 @@ class RtcSession(abc.ABC):
         """Call ``hook(session)`` when a channel or the peer connection dies while the
         WebSocket lives on (``await session.renegotiate()`` starts over). Called once per
         peer connection, however many of its channels die; not for :meth:`close` or
-        :meth:`renegotiate`, nor when the WebSocket closes."""
+        :meth:`renegotiate`, nor when the WebSocket closes. :attr:`close_reason` says
+        why (it is set before the hooks run)."""
         self._close_hooks.append(hook)
         return hook
 
@@ -237,6 +266,15 @@ class RtcSession(abc.ABC):
         if channel is None:
             return False
         return channel.send(data)
+
+    def send_latest(self, key: Hashable, data: bytes, label: str | None = None) -> bool:
+        """Send ``data`` as the newest state of ``key`` on channel ``label`` (default: the
+        first): while the link is congested only the newest unsent message per key
+        waits; see :meth:`Channel.send_latest`."""
+        channel = self.channels.get(self._label(label))
+        if channel is None:
+            return False
+        return channel.send_latest(key, data)
 
     @property
     def is_open(self) -> bool:
@@ -433,6 +471,9 @@ class RtcSession(abc.ABC):
             max_frame=self.max_frame,
             max_buffered=self.max_buffered,
             meter=self.conn.meter,
+            ping_interval=self.ping_interval,
+            channel_timeout=self.channel_timeout,
+            on_rtt=self._measured,
         )
         handler = self._handlers.get(spec.label)
         if handler is not None:
@@ -450,16 +491,20 @@ class RtcSession(abc.ABC):
         @pc.on("connectionstatechange")
         def _changed() -> None:
             if pc is self.pc and pc.connectionState == "failed":
-                self._lost()
+                self._lost("the peer connection failed")
 
     def _channel_closed(self, channel: Channel) -> None:
         if self.channels.get(channel.label) is channel:
-            self._lost()
+            self._lost(channel.close_reason or f"channel {channel.label!r} closed")
 
-    def _lost(self) -> None:
+    def _measured(self, rtt: float) -> None:
+        self.rtt = rtt
+
+    def _lost(self, reason: str) -> None:
         if self._closing_peer or self.conn.closed or self._lost_pc is self.pc:
             return
         self._lost_pc = self.pc  # once per peer connection, however many channels die
+        self.close_reason = reason
         self._run_hooks(self._close_hooks)
 
     def _opened(self) -> None:

@@ -5,13 +5,18 @@ second; the kernel starts dropping UDP past ~3,000 (``webrtc-field-notes.md``, n
 Packing the messages of one loop tick into a few frames keeps the packet rate low.
 
 Sans-I/O: no asyncio, no aiortc. :func:`pack` and :func:`unpack` are the codec;
-:class:`Batcher` collects messages between flushes.
+:class:`Batcher` collects messages between flushes; :class:`Latest` keeps the newest
+unsent message per key (latest-wins sending); :func:`ping`, :func:`pong` and
+:func:`control` make and read the control frames.
 
 Frame format (``docs/protocol.md``)
 -----------------------------------
 * ``b0`` + message: one message, as is (no length: it runs to the end of the frame).
 * ``b1`` + (length, message) repeated: one or more messages, in order. The length is an
   unsigned LEB128 varint: 1 byte below 128, 2 below 16,384, at most 4; minimal form.
+* ``b2`` + 8-byte id: PING, ``b3`` + 8-byte id: PONG (the id of the PING it answers).
+  Control frames: the channel answers and times them itself (:func:`control`); they
+  carry no messages and never reach the application.
 
 :func:`pack` uses ``b0`` for a frame holding one message and ``b1`` otherwise; it keeps
 every frame within ``max_size`` except the ``b0`` frame of a message that alone does not
@@ -20,19 +25,29 @@ fit (that frame is the message plus one byte).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Final
+from collections import OrderedDict
+from collections.abc import Hashable, Iterable
+from typing import Final, NamedTuple
 
 from ..errors import SockerError
 
 __all__ = [
     "BATCH",
+    "CONTROL_SIZE",
+    "DEFAULT_MAX_LATEST",
     "DEFAULT_MAX_SIZE",
     "MAX_MAX_SIZE",
+    "PING",
+    "PONG",
     "SINGLE",
     "BatchError",
     "Batcher",
+    "Control",
+    "Latest",
+    "control",
     "pack",
+    "ping",
+    "pong",
     "unpack",
 ]
 
@@ -41,6 +56,18 @@ SINGLE: Final = 0xB0
 
 BATCH: Final = 0xB1
 """Marker byte of a frame holding length-prefixed messages."""
+
+PING: Final = 0xB2
+"""Marker byte of a PING control frame: ``b2`` + an 8-byte id, which the peer echoes."""
+
+PONG: Final = 0xB3
+"""Marker byte of a PONG control frame: ``b3`` + the 8-byte id of the PING it answers."""
+
+CONTROL_SIZE: Final = 9
+"""Size of a control frame: the marker and a big-endian unsigned 64-bit id."""
+
+DEFAULT_MAX_LATEST: Final = 1024
+"""Keys :class:`Latest` keeps a message for at most (latest-wins sending)."""
 
 DEFAULT_MAX_SIZE: Final = 16 * 1024
 """Default frame size limit: 16 KiB, the SCTP message size every browser accepts."""
@@ -140,6 +167,10 @@ def _bad_marker(frame: bytes | str) -> BatchError:
         return BatchError("got a text message; batch frames are binary")
     if not frame:
         return BatchError("empty frame: a batch frame starts with a marker byte (b0 or b1)")
+    if frame[0] in _CONTROL_NAMES:
+        return BatchError(
+            f"a {_CONTROL_NAMES[frame[0]]} control frame ({frame[0]:#04x}) carries no messages"
+        )
     return BatchError(f"unknown batch marker {frame[0]:#04x}; expected 0xb0 or 0xb1")
 
 
@@ -147,7 +178,8 @@ def unpack(frame: bytes) -> list[bytes]:
     """The messages in one frame made by :func:`pack` (or a peer's equivalent).
 
     Raises :class:`BatchError` naming the problem: unknown marker, truncated or
-    over-long length, a message running past the end, or an empty ``b1`` frame.
+    over-long length, a message running past the end, or an empty ``b1`` frame. A
+    control frame (``b2``, ``b3``) holds no messages: read it with :func:`control`.
     """
     if not frame:
         raise _bad_marker(frame)
@@ -242,3 +274,155 @@ class Batcher:
 
     def __repr__(self) -> str:
         return f"<Batcher {self.pending} pending, {self._bytes} bytes, max_size {self._max_size}>"
+
+
+# -- control frames: PING and PONG ------------------------------------------------------
+
+_CONTROL_NAMES: Final = {PING: "PING", PONG: "PONG"}
+_MAX_ID: Final = (1 << 64) - 1
+
+
+class Control(NamedTuple):
+    """A control frame: its marker (:data:`PING` or :data:`PONG`) and its 64-bit id."""
+
+    kind: int
+    id: int
+
+    @property
+    def name(self) -> str:
+        """``"PING"`` or ``"PONG"``."""
+        return _CONTROL_NAMES[self.kind]
+
+
+def _control_frame(kind: int, id: int) -> bytes:
+    if isinstance(id, bool) or not isinstance(id, int):
+        raise TypeError(f"a control frame's id is an int, got {type(id).__name__}")
+    if not 0 <= id <= _MAX_ID:
+        raise ValueError(f"a control frame's id is in 0..2**64-1, got {id}")
+    return bytes((kind,)) + id.to_bytes(8, "big")
+
+
+def ping(id: int) -> bytes:
+    """A PING frame: ``b2`` + ``id`` as 8 bytes, big-endian. The id means something to
+    the sender only (socker's channels put their clock there, in microseconds)."""
+    return _control_frame(PING, id)
+
+
+def pong(id: int) -> bytes:
+    """The PONG answering the PING with ``id``: ``b3`` + the same 8 bytes."""
+    return _control_frame(PONG, id)
+
+
+def control(frame: bytes) -> Control | None:
+    """The control frame ``frame`` is, or ``None`` if it is not one (its marker is not
+    ``b2`` or ``b3``: :func:`unpack` reads it). Raises :class:`BatchError` for a control
+    marker followed by anything but exactly 8 bytes."""
+    if not frame or frame[0] not in _CONTROL_NAMES:
+        return None
+    if len(frame) != CONTROL_SIZE:
+        raise BatchError(
+            f"a {_CONTROL_NAMES[frame[0]]} frame is {CONTROL_SIZE} bytes (marker and 8-byte id),"
+            f" got {len(frame)}"
+        )
+    return Control(frame[0], int.from_bytes(frame[1:], "big"))
+
+
+# -- latest-wins sending ---------------------------------------------------------------
+
+
+def _cost(message: bytes) -> int:
+    n = len(message)
+    return n + (1 if n < 0x80 else 2 if n < 0x4000 else len(_varint(n)))
+
+
+class Latest:
+    """The newest unsent message per key, oldest key first: latest-wins sending.
+
+    :meth:`put` keeps one message per key; a newer one replaces the older, which keeps
+    its key's place in line (the key has waited since then). :meth:`take` packs the
+    oldest keys' messages into one frame and forgets them. At most ``max_keys`` keys
+    wait; :meth:`put` refuses a new key beyond that (the table never grows unbounded).
+
+    >>> latest = Latest(max_keys=2)
+    >>> latest.put("a", b"1"), latest.put("b", b"1"), latest.put("a", b"2")
+    (False, False, True)
+    >>> latest.put("c", b"1")
+    Traceback (most recent call last):
+    ...
+    OverflowError: 2 keys wait already (max_keys)
+    >>> unpack(latest.take())
+    [b'2', b'1']
+    """
+
+    __slots__ = ("_bytes", "_messages", "max_keys")
+
+    def __init__(self, max_keys: int = DEFAULT_MAX_LATEST) -> None:
+        if isinstance(max_keys, bool) or not isinstance(max_keys, int) or max_keys < 1:
+            raise ValueError(f"max_keys must be an int >= 1, got {max_keys!r}")
+        self.max_keys = max_keys
+        """How many keys may wait at once."""
+        self._messages: OrderedDict[Hashable, bytes] = OrderedDict()
+        self._bytes = 0
+
+    def __len__(self) -> int:
+        return len(self._messages)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._messages
+
+    @property
+    def pending_bytes(self) -> int:
+        """Total size of the waiting messages, without framing."""
+        return self._bytes
+
+    @property
+    def full(self) -> bool:
+        """Whether a new key would be refused."""
+        return len(self._messages) >= self.max_keys
+
+    def put(self, key: Hashable, message: bytes) -> bool:
+        """Keep ``message`` as ``key``'s newest; ``True`` if it replaced an unsent one.
+
+        Raises :class:`OverflowError` for a new key while ``max_keys`` keys wait."""
+        messages = self._messages
+        old = messages.get(key)
+        if old is None:
+            if len(messages) >= self.max_keys:
+                raise OverflowError(f"{len(messages)} keys wait already (max_keys)")
+            messages[key] = message
+            self._bytes += len(message)
+            return False
+        messages[key] = message  # an existing key keeps its place
+        self._bytes += len(message) - len(old)
+        return True
+
+    def take(self, max_size: int = DEFAULT_MAX_SIZE) -> bytes | None:
+        """One frame (as :func:`pack` makes them) of the oldest keys' messages, which are
+        forgotten; ``None`` if none wait. The frame holds at least one message, and
+        as many as fit ``max_size``."""
+        messages = self._messages
+        if not messages:
+            return None
+        taken: list[bytes] = []
+        size = 1
+        while messages:
+            message = messages[next(iter(messages))]
+            cost = _cost(message)
+            if taken and size + cost > max_size:
+                break
+            messages.popitem(last=False)
+            self._bytes -= len(message)
+            taken.append(message)
+            size += cost
+        # The same arithmetic as pack(): what was taken makes exactly one frame.
+        return pack(taken, max_size)[0]
+
+    def clear(self) -> int:
+        """Forget every waiting message; return how many there were."""
+        count = len(self._messages)
+        self._messages.clear()
+        self._bytes = 0
+        return count
+
+    def __repr__(self) -> str:
+        return f"<Latest {len(self)} keys waiting, {self._bytes} bytes, max_keys {self.max_keys}>"

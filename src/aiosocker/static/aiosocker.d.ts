@@ -354,16 +354,54 @@ export declare const envelope: {
 
 // -- batching (aiosocker/batch.js) --
 
+/** A PING or PONG control frame, as batch.control() reads it. */
+export interface ControlFrame {
+  type: "PING" | "PONG";
+  kind: 0xb2 | 0xb3;
+  /** The 8-byte id, big-endian (a PONG echoes its PING's). */
+  id: bigint;
+}
+
+/** The newest unsent message per key, oldest key first (latest-wins sending): batch.Latest. */
+declare class Latest {
+  constructor(maxKeys?: number);
+  /** Keys that may wait at once (default 1024). */
+  maxKeys: number;
+  readonly size: number;
+  readonly pendingBytes: number;
+  readonly full: boolean;
+  has(key: unknown): boolean;
+  /** Keep message as key's newest; true if it replaced an unsent one; RangeError for a
+   *  new key while maxKeys wait. */
+  put(key: unknown, message: Bytes): boolean;
+  /** One frame of the oldest keys' messages (forgotten), or null if none wait. */
+  take(maxSize?: number): Uint8Array | null;
+  /** Forget every waiting message; how many there were. */
+  clear(): number;
+}
+
 /** The DataChannel batching codec (docs/protocol.md, section 5). */
 export declare const batch: {
   readonly SINGLE: 0xb0;
   readonly BATCH: 0xb1;
+  readonly PING: 0xb2;
+  readonly PONG: 0xb3;
+  readonly CONTROL_SIZE: 9;
   readonly DEFAULT_MAX_SIZE: number;
   readonly MAX_MAX_SIZE: number;
+  readonly DEFAULT_MAX_LATEST: number;
   /** Frames of at most maxSize bytes (default 16384), packed greedily in order. */
   pack(messages: Iterable<Bytes>, maxSize?: number): Uint8Array[];
-  /** The messages of a frame (views into it); BatchError naming what is wrong. */
+  /** The messages of a frame (views into it); BatchError naming what is wrong (a
+   *  control frame holds none). */
   unpack(frame: Bytes): Uint8Array[];
+  /** A PING frame: b2 + id as 8 bytes, big-endian. */
+  ping(id: bigint | number): Uint8Array;
+  /** The PONG answering the PING with id: b3 + the same 8 bytes. */
+  pong(id: bigint | number): Uint8Array;
+  /** The control frame, or null if frame is not one; BatchError if malformed. */
+  control(frame: Bytes): ControlFrame | null;
+  readonly Latest: typeof Latest;
 };
 
 // -- WebRTC (aiosocker/rtc.js) --
@@ -383,6 +421,12 @@ export interface RtcOptions {
   maxFrame?: number;
   /** "all" (default) or "relay": TURN relay candidates only, passed to RTCPeerConnection. */
   iceTransportPolicy?: RTCIceTransportPolicy;
+  /** Milliseconds between each channel's PINGs while the server answers (default 2000;
+   *  null: no PINGs from the page, so no rtt and no timeout; it still answers). */
+  pingInterval?: number | null;
+  /** Milliseconds without a PONG before a channel counts the server as gone and closes:
+   *  onClose hooks run with the reason (default 10000; null: never). */
+  channelTimeout?: number | null;
 }
 
 /** A channel's message handler; async handlers are not awaited. */
@@ -398,13 +442,34 @@ export declare class Channel {
   readonly bufferedAmount: number;
   batch: boolean;
   maxFrame: number;
+  /** Bytes the stack may hold before the channel counts as congested. */
   maxBuffered: number;
-  /** Messages accepted by send(), delivered to the handler, dropped by send(). */
+  /** Keys sendLatest keeps a waiting message for at most (default 1024). */
+  maxLatest: number;
+  readonly pingInterval: number | null;
+  readonly channelTimeout: number | null;
+  /** Whether more than maxBuffered bytes wait in the WebRTC stack. */
+  readonly congested: boolean;
+  /** Keys whose newest message waits for the link to drain. */
+  readonly latestPending: number;
+  /** Messages accepted by send() (and of sendLatest(), handed to the stack), delivered
+   *  to the handler, and not sent (refused, or waiting when the channel closed). */
   readonly sent: number;
   readonly received: number;
   readonly dropped: number;
+  /** Messages of sendLatest() replaced by a newer one for their key before they went. */
+  readonly staleDropped: number;
+  /** The last round trip a PING measured, in ms (null before the first). */
+  readonly rtt: number | null;
+  readonly pingsSent: number;
+  readonly pongsReceived: number;
+  /** Why the channel closed (null while it has not). */
+  readonly closeReason: string | null;
   /** Send (copied, batched until the end of the task); false if dropped. */
   send(data: Bytes): boolean;
+  /** Send as the newest state of key (copied; latest wins while congested); false if
+   *  dropped at once (not open, or maxLatest other keys waiting). */
+  sendLatest(key: string | number, data: Bytes): boolean;
   /** Send the batch now. */
   flush(): void;
   close(): void;
@@ -428,6 +493,10 @@ export declare class RtcSession {
   readonly offeredIceServers: RTCIceServer[];
   /** Whether every channel of the offer is open. */
   readonly isOpen: boolean;
+  /** The last round trip a channel's PING measured, in ms (null before the first). */
+  readonly rtt: number | null;
+  /** Why the onClose hooks last ran (null until they have). */
+  readonly closeReason: string | null;
 
   /** Handle messages of a channel (label null or left out: the first channel). One
    *  handler per label; a later call replaces it. */
@@ -442,6 +511,9 @@ export declare class RtcSession {
   ready(): Promise<void>;
   /** Send on a channel (default: the first); false if dropped. */
   send(data: Bytes, label?: string | null): boolean;
+  /** Send as the newest state of key on a channel (default: the first): latest wins
+   *  while the link is congested; false if dropped. */
+  sendLatest(key: string | number, data: Bytes, label?: string | null): boolean;
   /** The channel called label (default: the first); RangeError if not there yet. */
   channel(label?: string | null): Channel;
   /** Close the peer connection, jump to rtc_offer, send READY. */

@@ -6,38 +6,106 @@ import { SignalingError } from "./errors.js";
 import { asBytes, typeName } from "./bytes.js";
 import { addHook, runHooks } from "./hooks.js";
 import { channelOptions, decode, encode, isReliable, isSignaling, rtcIceServers } from "./envelope.js";
-import { DEFAULT_MAX_SIZE, pack, unpack } from "./batch.js";
+import { DEFAULT_MAX_LATEST, DEFAULT_MAX_SIZE, Latest, PING, PONG, control, pack, ping, pong, unpack } from "./batch.js";
 import { Connection } from "./connection.js";
+
+const MAX_OUTSTANDING = 64; // unanswered PING ids remembered (a PONG names one of them)
+const MAX_THRESHOLD = 2 ** 32 - 1; // bufferedAmountLowThreshold's range
+
+const nowUs = () => BigInt(Math.round(performance.now() * 1000));
+
+function checkMs(name, value) {
+  if (value === null) return null;
+  if (typeof value !== "number" || !(value > 0) || value === Infinity) {
+    throw new RangeError(`${name} must be a number of milliseconds > 0 (or null: off), got ${value}`);
+  }
+  return value;
+}
 
 /**
  * One DataChannel: send bytes (batched per task), receive bytes via the session's
- * onMessage handler for its label.
+ * onMessage handler for its label. sendLatest keeps only the newest unsent message per
+ * key while the channel is congested. The channel pings its peer (PING/PONG control
+ * frames, answered here and never passed to the application): rtt is the round trip,
+ * and a peer that stops answering for channelTimeout ms closes the channel.
  */
 export class Channel {
-  constructor(dc, spec, session, { batch = true, maxFrame = DEFAULT_MAX_SIZE, maxBuffered = 256 * 1024 } = {}) {
+  constructor(dc, spec, session, {
+    batch = true, maxFrame = DEFAULT_MAX_SIZE, maxBuffered = 256 * 1024,
+    pingInterval = 2000, channelTimeout = 10000, maxLatest = DEFAULT_MAX_LATEST,
+  } = {}) {
     /** The RTCDataChannel. */
     this.dc = dc;
     /** The options it was created with (as in the OFFER). */
     this.spec = spec;
     this.batch = batch;
     this.maxFrame = maxFrame;
+    this._latest = new Latest(maxLatest);
     this.maxBuffered = maxBuffered;
-    /** Messages accepted by send(), delivered to the handler, and dropped by send(). */
+    /** Milliseconds between PINGs while the peer answers (null: none from this side). */
+    this.pingInterval = checkMs("pingInterval", pingInterval);
+    /** Milliseconds without a PONG before the peer counts as gone (null: never). */
+    this.channelTimeout = checkMs("channelTimeout", channelTimeout);
+    /** Messages accepted by send() (and of sendLatest(), handed to the stack),
+     *  delivered to the handler, and not sent (refused, or waiting when it closed). */
     this.sent = 0;
     this.received = 0;
     this.dropped = 0;
+    /** Messages of sendLatest() replaced by a newer one for their key before they went. */
+    this.staleDropped = 0;
+    /** The last round trip a PING measured, in ms (null before the first). */
+    this.rtt = null;
+    this.pingsSent = 0;
+    this.pongsReceived = 0;
+    /** Why the channel closed (null while it has not). */
+    this.closeReason = null;
     this._session = session;
     this._pending = [];
     this._flushScheduled = false;
+    this._closed = false;
+    // PING state: ids (our clock in us) not answered yet, oldest first; when the first
+    // PING since the last PONG went; whether the peer speaks PING/PONG at all.
+    this._outstanding = [];
+    this._waitingSince = null;
+    this._lastPing = -Infinity;
+    this._armed = false;
+    this._pingTimer = null;
     dc.binaryType = "arraybuffer";
     dc.addEventListener("message", (event) => this._receive(event.data));
+    dc.addEventListener("bufferedamountlow", () => { if (this._latest.size && this.isOpen) this._scheduleFlush(); });
+    dc.addEventListener("open", () => this._startPinging());
+    dc.addEventListener("close", () => {
+      this.closeReason ??= `channel '${this.label}' closed`;
+      this._stop();
+    });
+    if (dc.readyState === "open") this._startPinging();
   }
 
   get label() { return this.spec.label; }
-  get isOpen() { return this.dc.readyState === "open"; }
+  get isOpen() { return !this._closed && this.dc.readyState === "open"; }
   get reliable() { return isReliable(this.spec); }
   /** Bytes queued in the WebRTC stack, not yet sent (not counting this task's batch). */
   get bufferedAmount() { return this.dc.bufferedAmount; }
+  /** Bytes the stack may hold before the channel counts as congested: then send() drops
+   *  (unreliable channels) and sendLatest() holds back. */
+  get maxBuffered() { return this._maxBuffered; }
+  set maxBuffered(value) {
+    this._maxBuffered = value;
+    // "bufferedamountlow" fires when bufferedAmount falls to this or below: the moment
+    // sendLatest's waiting messages may go.
+    this.dc.bufferedAmountLowThreshold = Math.min(Math.max(Math.floor(value), 0), MAX_THRESHOLD);
+    if (this._latest.size) this._scheduleFlush();
+  }
+  /** Whether more than maxBuffered bytes wait in the WebRTC stack. */
+  get congested() { return this.dc.bufferedAmount > this._maxBuffered; }
+  /** Keys sendLatest keeps a waiting message for at most (1024). */
+  get maxLatest() { return this._latest.maxKeys; }
+  set maxLatest(value) {
+    if (!Number.isInteger(value) || value < 1) throw new RangeError(`maxLatest must be an integer >= 1, got ${value}`);
+    this._latest.maxKeys = value;
+  }
+  /** Keys whose newest message waits for the link to drain. */
+  get latestPending() { return this._latest.size; }
 
   /**
    * Send one message; never blocks. Returns false if it was dropped: the channel is not
@@ -46,7 +114,7 @@ export class Channel {
    */
   send(data) {
     const bytes = asBytes(data);
-    if (!this.isOpen || (!this.reliable && this.dc.bufferedAmount > this.maxBuffered)) {
+    if (!this.isOpen || (!this.reliable && this.dc.bufferedAmount > this._maxBuffered)) {
       this.dropped++;
       return false;
     }
@@ -57,28 +125,155 @@ export class Channel {
     }
     // Copied: a game often reuses its buffer before the batch is flushed.
     this._pending.push(bytes.slice());
-    if (!this._flushScheduled) {
-      this._flushScheduled = true;
-      queueMicrotask(() => this.flush());
-    }
+    this._scheduleFlush();
     return true;
   }
 
-  /** Send what is batched now (done automatically at the end of the current task). */
+  /**
+   * Send data as the newest state of key (latest wins); never blocks. While the channel
+   * is congested, only the newest unsent message per key waits; an older one for the
+   * same key is dropped and counted (staleDropped). When the stack drains
+   * ("bufferedamountlow"), the waiting messages go, the longest-waiting key first.
+   * Uncongested, the message goes at the end of the task (a newer one for the same key
+   * within the task replaces it). Keys are Map keys: use strings or numbers. Returns
+   * false if it was dropped at once: the channel is not open, or maxLatest other keys
+   * wait already.
+   */
+  sendLatest(key, data) {
+    const bytes = asBytes(data);
+    if (!this.isOpen || (!this._latest.has(key) && this._latest.full)) {
+      this.dropped++;
+      return false;
+    }
+    if (this._latest.put(key, bytes.slice())) this.staleDropped++;
+    this._scheduleFlush();
+    return true;
+  }
+
+  /** Send what is batched now (done automatically at the end of the current task), then
+   *  the messages of sendLatest, unless the channel is congested. */
   flush() {
     this._flushScheduled = false;
     const messages = this._pending;
-    if (!messages.length) return;
     this._pending = [];
     if (!this.isOpen) return;
-    for (const frame of pack(messages, this.maxFrame)) this.dc.send(frame);
+    if (messages.length) for (const frame of pack(messages, this.maxFrame)) this.dc.send(frame);
+    // Oldest key first, a frame at a time, while the stack holds at most maxBuffered.
+    const latest = this._latest;
+    while (latest.size && !this.congested) {
+      const before = latest.size;
+      this.dc.send(latest.take(this.maxFrame));
+      this.sent += before - latest.size;
+    }
   }
 
-  close() { this.dc.close(); }
+  close() {
+    this._stop();
+    this.dc.close();
+  }
+
+  _scheduleFlush() {
+    if (this._flushScheduled) return;
+    this._flushScheduled = true;
+    queueMicrotask(() => this.flush());
+  }
+
+  // Timers off; what waits is dropped (counted, for sendLatest's).
+  _stop() {
+    clearTimeout(this._pingTimer);
+    this._pingTimer = null;
+    this._pending = [];
+    this.dropped += this._latest.clear();
+  }
+
+  // -- PING and PONG --
+
+  _startPinging() {
+    if (this.pingInterval !== null && this._pingTimer === null && !this._closed) {
+      this._pingTimer = setTimeout(() => this._pingTick(), 0);
+    }
+  }
+
+  _pingTick() {
+    this._pingTimer = null;
+    const interval = this.pingInterval;
+    if (interval === null || !this.isOpen) return;
+    const now = performance.now();
+    const timeout = this.channelTimeout;
+    const since = this._waitingSince;
+    const deadline = since !== null && timeout !== null && this._armed ? since + timeout : null;
+    if (deadline !== null && now >= deadline) {
+      this._timedOut(now - since);
+      return;
+    }
+    let delay;
+    if (since === null && now < this._lastPing + interval) {
+      delay = this._lastPing + interval - now; // answered: the next regular PING
+    } else {
+      this._sendPing(now);
+      // Unanswered PINGs are repeated sooner: a few lost ones are no dead peer.
+      delay = timeout === null ? interval : Math.min(interval, timeout / 8);
+    }
+    if (deadline !== null) delay = Math.min(delay, deadline - now);
+    this._pingTimer = setTimeout(() => this._pingTick(), Math.max(delay, 0));
+  }
+
+  _sendPing(now) {
+    let id = nowUs();
+    const outstanding = this._outstanding;
+    if (outstanding.length && id <= outstanding[outstanding.length - 1]) id = outstanding[outstanding.length - 1] + 1n;
+    outstanding.push(id);
+    if (outstanding.length > MAX_OUTSTANDING) outstanding.shift();
+    this._lastPing = now;
+    this._waitingSince ??= now;
+    this.dc.send(ping(id));
+    this.pingsSent++;
+  }
+
+  _control(data) {
+    let message;
+    try {
+      message = control(data);
+    } catch (err) {
+      console.warn(`aiosocker: channel '${this.label}' dropped a malformed control frame: ${err.message}`);
+      return;
+    }
+    if (!this._armed) {
+      // The peer speaks PING/PONG: from now on, silence counts.
+      this._armed = true;
+      if (this._waitingSince !== null) this._waitingSince = performance.now();
+    }
+    if (message.kind === PING) {
+      if (this.dc.readyState === "open") this.dc.send(pong(message.id));
+      return;
+    }
+    const index = this._outstanding.indexOf(message.id);
+    if (index < 0) return; // late (an older PING answered after a newer one) or not ours
+    this._outstanding.splice(0, index + 1); // this PING and every older one: done
+    this.pongsReceived++;
+    this.rtt = Number(nowUs() - message.id) / 1000;
+    // Still waiting for the PINGs sent after this one, if any (their id: their time).
+    this._waitingSince = this._outstanding.length ? Number(this._outstanding[0]) / 1000 : null;
+    this._session._measured(this.rtt);
+  }
+
+  _timedOut(silence) {
+    this.closeReason = `channel '${this.label}' did not answer PINGs for ${(silence / 1000).toPrecision(3)} s (channelTimeout=${this.channelTimeout} ms)`;
+    console.warn(`aiosocker: ${this.closeReason}: counting it as closed`);
+    this._closed = true;
+    this._stop();
+    this._session._channelLost(this, this.closeReason);
+    this.dc.close(); // the peer, if it still hears us, learns it too
+  }
 
   _receive(data) {
     if (typeof data === "string") {
       console.warn(`aiosocker: channel '${this.label}' ignored a text message`);
+      return;
+    }
+    const marker = data.byteLength ? new Uint8Array(data, 0, 1)[0] : -1;
+    if (marker === PING || marker === PONG) {
+      this._control(data);
       return;
     }
     let messages;
@@ -136,6 +331,7 @@ export class RtcSession {
   constructor(conn, {
     iceServers = [], timeout = 5000, batch = true, gatherTimeout = 2000,
     maxBuffered = 256 * 1024, maxFrame = DEFAULT_MAX_SIZE, iceTransportPolicy = "all",
+    pingInterval = 2000, channelTimeout = 10000,
   } = {}) {
     if (!(conn instanceof Connection)) throw new TypeError(`clientStages needs a socker Connection, got ${typeName(conn)}`);
     this.conn = conn;
@@ -148,7 +344,14 @@ export class RtcSession {
     this.offeredIceServers = [];
     this.timeout = timeout;
     this.gatherTimeout = gatherTimeout;
-    this.channelOptions = { batch, maxFrame, maxBuffered };
+    this.channelOptions = {
+      batch, maxFrame, maxBuffered,
+      pingInterval: checkMs("pingInterval", pingInterval), channelTimeout: checkMs("channelTimeout", channelTimeout),
+    };
+    /** The last round trip a channel's PING measured, in ms (null before the first). */
+    this.rtt = null;
+    /** Why the onClose hooks last ran (null until they have). */
+    this.closeReason = null;
     /** The RTCPeerConnection, once an offer came (null after close). */
     this.pc = null;
     /** The channels of the last offer, as validated specs. */
@@ -209,6 +412,18 @@ export class RtcSession {
       return false;
     }
     return channel.send(data);
+  }
+
+  /** Send data as the newest state of key on channel label (default: the first): while
+   *  the link is congested only the newest unsent message per key waits (see
+   *  Channel.sendLatest); false if dropped. */
+  sendLatest(key, data, label = null) {
+    const channel = this.channels.get(label ?? this.specs[0]?.label);
+    if (!channel) {
+      asBytes(data);
+      return false;
+    }
+    return channel.sendLatest(key, data);
   }
 
   /** The channel called label (default: the first); throws if it has not arrived. */
@@ -372,15 +587,22 @@ export class RtcSession {
   _lost(pc, why) {
     if (pc !== this.pc || this._lostReported || this.conn.state !== "open") return;
     this._lostReported = true;
+    this.closeReason = why;
     runHooks(this._hooks.close, this, why);
   }
+
+  _channelLost(channel, why) {
+    if (this.channels.get(channel.label) === channel) this._lost(this.pc, why);
+  }
+
+  _measured(rtt) { this.rtt = rtt; }
 
   _closePeer() {
     const pc = this.pc;
     this.pc = null;
     const channels = [...this.channels.values()];
     this.channels = new Map();
-    for (const channel of channels) channel._pending = [];
+    for (const channel of channels) channel._stop();
     if (pc) pc.close(); // its channels close with it; their events are ignored (pc not current)
   }
 }
@@ -390,7 +612,7 @@ export const rtc = Object.freeze({
   /** Add the client's rtc stages (rtc_offer, rtc_open) to conn's chain, here; returns
    *  the RtcSession. Options: {iceServers = [], timeout = 5000 ms per stage, batch =
    *  true, gatherTimeout = 2000 ms, maxBuffered = 262144 bytes, maxFrame = 16384,
-   *  iceTransportPolicy = "all"}. */
+   *  iceTransportPolicy = "all", pingInterval = 2000 ms, channelTimeout = 10000 ms}. */
   clientStages(conn, options = {}) { return new RtcSession(conn, options); },
   RtcSession,
   Channel,
