@@ -22,6 +22,7 @@ from ..clients.flood import echo_window
 from ..procs import ServerProcess, pinned, usable_cpus
 from ..rooms_common import FLOOD_RATE_MESSAGES
 from ..runner import Config, Results, interleave, log
+from .rooms import run_delay
 
 KIND = "flood-socker"
 MODES = ("limited", "unlimited")
@@ -35,6 +36,8 @@ class FloodSample:
     quiet_p50: float
     flood_p50: float
     flood: dict[str, Any]
+    server_wait: float
+    """Share of the flooded window the server waited for a CPU (other work)."""
 
 
 def settle(server: ServerProcess, limit_s: float = 10.0) -> None:
@@ -51,12 +54,19 @@ def flood_round(server: ServerProcess, seconds: float) -> FloodSample:
     settle(server)
     quiet = echo_window(server.port, seconds)
     settle(server)
+    wait0, t0 = run_delay(server.pid), time.perf_counter()
     flood = echo_window(server.port, seconds, flood_frames=FLOOD_FRAMES)
+    wait = (run_delay(server.pid) - wait0) / (time.perf_counter() - t0)
     for window in (quiet, flood):
         if math.isnan(window["p99_ms"]):
             raise RuntimeError(f"{server.mode}: no echo answered")
     return FloodSample(
-        quiet["p99_ms"], flood["p99_ms"], quiet["p50_ms"], flood["p50_ms"], flood["flood"] or {}
+        quiet["p99_ms"],
+        flood["p99_ms"],
+        quiet["p50_ms"],
+        flood["p50_ms"],
+        flood["flood"] or {},
+        wait,
     )
 
 
@@ -111,6 +121,7 @@ def run_flood(cfg: Config, results: Results) -> None:
             flooder=[s.flood for s in samples],
             quiet_p50_ms=[round(s.quiet_p50, 3) for s in samples],
             flood_p50_ms=[round(s.flood_p50, 3) for s in samples],
+            server_wait=[round(s.server_wait, 3) for s in samples],
             **detail,
         )
         results.put_samples(quiet_key, quiet, mode=mode)

@@ -386,6 +386,8 @@ class LatencySample:
     remote: list[float]
     local: list[float]
     in_order_once: bool
+    server_wait: float
+    """The larger share of the burst either server process waited for a CPU."""
 
 
 def latency_burst(sender: ServerProcess, other: ServerProcess, count: int) -> LatencySample:
@@ -394,8 +396,12 @@ def latency_burst(sender: ServerProcess, other: ServerProcess, count: int) -> La
     remote = roomclient.member(other.port, "remote")
     try:
         time.sleep(0.05)  # both joins done (a join is local; the subscription is older)
+        waits0 = [run_delay(p) for p in (sender.pid, other.pid)]
+        t0 = time.perf_counter()
         local.sendall(frame(b"burst:match:%d:10" % count))
         got = roomclient.read_probes([local, remote], count, timeout=count * 0.01 + 10)
+        took = time.perf_counter() - t0
+        wait = max(run_delay(p) - w for p, w in zip((sender.pid, other.pid), waits0, strict=True))
     finally:
         local.close()
         remote.close()
@@ -412,6 +418,7 @@ def latency_burst(sender: ServerProcess, other: ServerProcess, count: int) -> La
         there["latency_ms"],
         here["latency_ms"],
         bool(here["in_order_once"] and there["in_order_once"]),
+        wait / took,
     )
 
 
@@ -478,6 +485,7 @@ def _put_latency(results: Results, done: Interleaved, probes: int) -> None:
         interval_ms=10,
         bursts=len(samples),
         in_order_once=all(s.in_order_once for s in samples),
+        server_wait=[round(s.server_wait, 3) for s in samples],
     )
     results.put_samples(
         "redis_broadcast_p95_ms",
