@@ -445,8 +445,10 @@ class RtcSession(abc.ABC):
 
     def _trickled(self, message: Candidate) -> None:
         pc = self.pc
-        if pc is None:  # closed on purpose meanwhile: a late candidate is harmless
-            logger.debug("ignoring a CANDIDATE: no peer connection")
+        if pc is None:
+            if self._started is None:  # no handshake has begun: out of order
+                raise SignalingError(f"CANDIDATE before the {self._REMOTE_SDP}")
+            logger.debug("ignoring a CANDIDATE: no peer connection")  # closed on purpose
             return
         guard = self._guard
         if pc.remoteDescription is None or guard is None:
