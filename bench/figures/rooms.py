@@ -45,6 +45,7 @@ from typing import Any
 
 from ..clients import redis_pub
 from ..clients import rooms as roomclient
+from ..clients.players import cpu_times
 from ..clients.ws import frame
 from ..procs import ServerProcess, raise_nofile, usable_cpus
 from ..rooms_common import REDIS_ENV
@@ -152,6 +153,8 @@ class FanoutSample:
     receivers_cpu: float
     server_wait: float
     """Share of the round the server waited for a CPU (other work on the machine)."""
+    sys_us: float
+    """The kernel's part of ``cpu_us`` (system time: the sends, loopback TCP)."""
 
 
 class FanoutRig:
@@ -180,6 +183,7 @@ class FanoutRig:
     def round(self, count: int, timeout: float = 60.0) -> FanoutSample:
         server = self.server
         cpu0, wait0, t0 = server.cpu_seconds(), run_delay(server.pid), time.perf_counter()
+        sys0 = cpu_times(server.pid)[1]
         self.receivers.send(f"GO {count} {PAYLOAD} {timeout}")
         line = server.readline(timeout)
         word, _, rest = line.partition(" ")
@@ -188,6 +192,7 @@ class FanoutRig:
         start, end, _cpu_ns = rest.split()
         got = json.loads(self.receivers.expect("RESULT", timeout + 10))
         cpu1, wait1, t1 = server.cpu_seconds(), run_delay(server.pid), time.perf_counter()
+        sys1 = cpu_times(server.pid)[1]
         if got["delivered"] < got["expected"]:
             log(f"{server.kind}: {got['delivered']} of {got['expected']} delivered: {got}")
         if not got["delivered"] or not got["last"]:
@@ -200,6 +205,7 @@ class FanoutRig:
             expected=got["expected"],
             receivers_cpu=got["receivers_cpu"],
             server_wait=(wait1 - wait0) / (t1 - t0),
+            sys_us=(sys1 - sys0) * 1e6 / got["delivered"],
         )
 
     def close(self) -> None:
@@ -282,6 +288,7 @@ def run_fanout(cfg: Config, results: Results) -> None:
             ]
             detail[f"{kind}_server_wait"] = [round(s.server_wait, 3) for s in samples]
             detail[f"{kind}_receivers_cpu"] = [s.receivers_cpu for s in samples]
+            detail[f"{kind}_sys_us"] = [round(s.sys_us, 2) for s in samples]
     _put_series(results, "broadcast_fanout_raw_per_s", done, RAW, "per_s", **detail)
     _put_series(results, "broadcast_fanout_per_s", done, SOCKER, "per_s")
     _put_series(results, "broadcast_fanout_fast_per_s", done, FAST, "per_s")
