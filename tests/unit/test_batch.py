@@ -240,6 +240,7 @@ def test_control_golden_frames() -> None:
     assert pong(0x0102030405060708) == bytes.fromhex("b30102030405060708")
     assert ping(0) == b"\xb2" + bytes(8)
     assert pong(2**64 - 1) == b"\xb3" + b"\xff" * 8
+    assert ping(2**64 - 1) == bytes.fromhex("b2ffffffffffffffff")  # docs/protocol.md, section 5
     assert control(bytes.fromhex("b30102030405060708")) == Control(PONG, 0x0102030405060708)
     assert control(ping(7)) == (PING, 7) and control(ping(7)).name == "PING"  # type: ignore[union-attr]
 
