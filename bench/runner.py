@@ -615,6 +615,8 @@ def plot(doc: Mapping[str, Any], path: Path) -> str:
             ax.plot([limit, limit], [i - 0.4, i + 0.4], color="black", linewidth=2)
         ax.annotate(f" {values[i]:.2f}", (values[i], i), va="center", fontsize=8)
     ax.axvline(1.0, color="tab:blue", linewidth=0.8, linestyle="--")
+    if max(values) > 50 * max(min(v for v in values if v > 0), 1e-9):
+        ax.set_xscale("log")  # a ratio in the hundreds (the flood) would hide the rest
     ax.invert_yaxis()
     ax.set_xlabel("ratio (black tick: goal; green meets it, red misses)")
     ax.set_title("socker vs raw transports" + (" (quick)" if doc["meta"]["quick"] else ""))
