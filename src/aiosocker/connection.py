@@ -26,7 +26,7 @@ import itertools
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol, TypeAlias, TypeVar
+from typing import Any, Protocol, TypeAlias, TypeVar, cast
 
 from .errors import (
     CloseCode,
@@ -113,6 +113,20 @@ class Transport(Protocol):
         """Start the closing handshake; return once it is done or has timed out."""
 
 
+class DirectSend(Protocol):
+    """What a transport may offer besides :class:`Transport` so that
+    :meth:`Connection.send` calls the socket library's own send, without the
+    transport's ``send`` coroutine around it (one frame less per message)."""
+
+    @property
+    def direct_send(self) -> tuple[Callable[[bytes], Awaitable[Any]], type[BaseException]]:
+        """The library's send coroutine function, and the exception it raises once the
+        connection has closed."""
+
+    def closed_error(self, exc: BaseException) -> ConnectionClosedError:
+        """What :meth:`Transport.send` would have raised instead of ``exc``."""
+
+
 def _truncate(reason: str) -> str:
     encoded = reason.encode()
     if len(encoded) <= _MAX_REASON:
@@ -141,6 +155,7 @@ class Connection:
     # Slots and lazily made queues, sets and futures: an idle connection is mostly this
     # object, and servers hold thousands (see conn_mem in docs/performance.md).
     __slots__ = (
+        "_begin",
         "_bucket",
         "_budget",
         "_cancelling",
@@ -172,6 +187,8 @@ class Connection:
         "_rate",
         "_resume_hooks",
         "_resume_routes",
+        "_send",
+        "_send_closed",
         "_tasks",
         "_text",
         "_timer",
@@ -211,6 +228,13 @@ class Connection:
         """The chain of stages; :attr:`current` names where the connection is."""
         self.drive: Drive = drive
         self._transport = transport
+        direct = getattr(transport, "direct_send", None)
+        self._send: Callable[[bytes], Awaitable[Any]]
+        self._send_closed: type[BaseException]
+        if direct is None:
+            self._send, self._send_closed = transport.send, ConnectionClosedError
+        else:
+            self._send, self._send_closed = direct
         self._loop = asyncio.get_running_loop()
         self._max_queue = settings.max_queue
         self._budget = settings.max_memory
@@ -238,6 +262,7 @@ class Connection:
         # _receive().
         self._direct = drive == "async" and not self._limited
         self._feed = self.stages.feed
+        self._begin = self.stages._begin
         self._tasks: set[asyncio.Task[Any]] | None = None
         self._open_hooks: tuple[OpenHook, ...] = ()
         self._resume_hooks: tuple[ResumeHook, ...] = ()
@@ -441,6 +466,24 @@ class Connection:
 
     async def send(self, data: bytes) -> None:
         """Send a binary message, waiting while the peer is slow (flow control)."""
+        if (self._outbox or self._closing) and await self._send_behind(data):
+            return
+        if self._meter is not None:
+            self._meter.sent(len(data))
+        try:
+            await self._send(data)
+        except ConnectionClosedError:
+            self._closing = True  # the peer is gone; the reader reports how it ended
+            self._direct = False
+            raise
+        except self._send_closed as exc:  # the socket library's own (DirectSend)
+            self._closing = True
+            self._direct = False
+            raise cast(DirectSend, self._transport).closed_error(exc) from exc
+
+    async def _send_behind(self, data: bytes) -> bool:
+        # send() while write()'s queue holds messages, or closing: whether ``data`` went
+        # behind them (False: the queue has drained, send it now).
         while self._outbox and len(self._outbox) >= self._max_queue and self._writer is not None:
             await asyncio.wait([self._writer])  # write()'s queue is full: wait for room
         if self._closing:
@@ -450,15 +493,8 @@ class Connection:
             writer = self._writer
             if writer is not None:
                 await asyncio.shield(writer)
-            return
-        if self._meter is not None:
-            self._meter.sent(len(data))
-        try:
-            await self._transport.send(data)
-        except ConnectionClosedError:
-            self._closing = True  # the peer is gone; the reader reports how it ended
-            self._direct = False
-            raise
+            return True
+        return False
 
     def write(self, data: bytes) -> None:
         """Queue a binary message without blocking.
@@ -507,9 +543,10 @@ class Connection:
         full). Never raises: failures close the connection.
         """
         if self._direct and type(message) is bytes:  # _direct is off once closing
-            # The hot path, inlined: async drive, no intercept (see _dispatch).
+            # The hot path, inlined: async drive, no intercept (see _dispatch). An async
+            # handler's coroutine comes back bare; _finish() applies its result.
             try:
-                result = self._feed(message)
+                result = self._begin(message)
             except Exception as exc:
                 self._fail(exc)
                 return None
@@ -517,7 +554,7 @@ class Connection:
                 return None
             if result is True:
                 return self._changed()
-            return self._finish(result)
+            return self._finish(result, True)
         if self._closing:
             return None
         if type(message) is not bytes:
@@ -641,27 +678,103 @@ class Connection:
         task.uncancel()
         return True
 
-    async def _finish(self, pending: Awaitable[Any]) -> None:
-        task = self._handling = asyncio.current_task()
+    async def _finish(self, pending: Awaitable[Any], begun: bool = False) -> None:
+        # ``begun``: ``pending`` is a handler's own awaitable from Stages._begin (the
+        # direct path), whose result the chain applies here; otherwise it gives whether
+        # the stage changed. current_task() given the loop skips get_running_loop().
+        task = self._handling = asyncio.current_task(self._loop)
         try:
             changed = await pending
-        except asyncio.CancelledError:
-            if self._stopped_by_close(task):
+            if begun:
+                changed = self.stages._end(changed)
+        except BaseException as exc:
+            if self._caught(exc, task):
                 return
             raise
-        except ConnectionClosedError as exc:
-            if not self._closing:
-                self._fail(exc)  # not ours: another connection's send() failed
-            return  # ours ended mid-handler: not a handler error
-        except Exception as exc:
-            self._fail(exc)
-            return
         finally:
             self._handling = None
         if changed is True:
             replay = self._changed()
             if replay is not None:
                 await replay
+
+    def _caught(self, exc: BaseException, task: asyncio.Task[Any] | None) -> bool:
+        """What a handler (awaited in ``task``) raised: whether it is dealt with here
+        (the connection fails with the matching close code, or ends quietly); the rest,
+        a cancellation not from close() among them, propagates."""
+        if isinstance(exc, asyncio.CancelledError):
+            return self._stopped_by_close(task)
+        if isinstance(exc, ConnectionClosedError):
+            if not self._closing:
+                self._fail(exc)  # not ours: another connection's send() failed
+            return True  # ours ended mid-handler: not a handler error
+        if isinstance(exc, Exception):
+            self._fail(exc)
+            return True
+        return False
+
+    async def _read(
+        self,
+        recv: Callable[[], Awaitable[bytes | str]],
+        closed: type[BaseException],
+        ending: Callable[[], tuple[int | None, str]],
+        first: Callable[[bytes | str], Awaitable[bool]] | None = None,
+    ) -> None:
+        """A read pump for adapters whose socket library reads with a coroutine
+        (websockets): ``await recv()`` message after message until it raises ``closed``,
+        then report ``ending()`` (code, reason) with :meth:`_transport_closed`. ``first``
+        sees the first message before the chain does and may consume it (the client's
+        RESUME frame).
+
+        What :meth:`_receive` and :meth:`_finish` do per message, with the async
+        drive's common case (no intercept, rate or meter; binary) inline: no call and
+        no coroutine of socker's own between ``recv()`` and the handler."""
+        receive = self._reader()
+        metered = self._meter is not None
+        begin, end = self.stages._begin, self.stages._end
+        task = asyncio.current_task(self._loop)
+        try:
+            if first is not None:
+                message = await recv()
+                if not await first(message):
+                    waiter = receive(message)
+                    if waiter is not None:
+                        await waiter
+            while True:
+                message = await recv()
+                if metered or not self._direct or type(message) is not bytes:
+                    waiter = receive(message)
+                    if waiter is not None:
+                        await waiter
+                    continue
+                try:
+                    result = begin(message)
+                except Exception as exc:
+                    self._fail(exc)
+                    continue
+                if result is False:
+                    continue
+                if result is not True:  # an async handler: await it here
+                    self._handling = task
+                    try:
+                        outcome = await result
+                        changed = outcome is not False and end(outcome)
+                    except BaseException as exc:
+                        if self._caught(exc, task):
+                            continue
+                        raise
+                    finally:
+                        self._handling = None
+                    if not changed:
+                        continue
+                replay = self._changed()
+                if replay is not None:
+                    await replay
+        except closed:
+            pass  # ending() tells how; the close hooks hear it
+        finally:
+            code, reason = ending()
+            await self._transport_closed(code, reason)
 
     async def _wait_for_room(self) -> None:
         # Tick drive with a full queue: stop reading (TCP pushes back on the peer)

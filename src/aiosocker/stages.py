@@ -94,6 +94,7 @@ class Stages:
     """
 
     __slots__ = (
+        "_begun",
         "_by_name",
         "_clock",
         "_deadline",
@@ -118,6 +119,7 @@ class Stages:
         self._handlers: list[Handler] = [_no_stages]
         self._by_name: dict[str, int] = {}
         self._index = 0
+        self._begun = 0
         self._deadline: float | None = None
         # A list, trimmed by hand: a deque's first block costs ~600 bytes per connection.
         self._history: list[Entered] = []
@@ -229,6 +231,27 @@ class Stages:
     async def _finish(self, index: int, pending: Awaitable[Any]) -> bool:
         result = await pending
         return False if result is False else self._settle(index, result)
+
+    def _begin(self, message: bytes) -> bool | Awaitable[Result]:
+        """:meth:`feed` for a driver that awaits async handlers itself, one at a time (a
+        connection's read pump): an async handler's awaitable comes back as it is, and
+        what it gives goes to :meth:`_end`. One coroutine frame less per message than
+        :meth:`feed`'s wrapper."""
+        index = self._index
+        result = self._handlers[index](message)
+        if result is False:
+            return False
+        if type(result) is CoroutineType or (
+            type(result) is not bool and not isinstance(result, str) and isawaitable(result)
+        ):
+            self._begun = index
+            return result
+        return self._settle(index, result)
+
+    def _end(self, result: object) -> bool:
+        """Apply what the awaitable :meth:`_begin` returned gave: whether the stage
+        changed (the handler's stage is the one current when it began)."""
+        return False if result is False else self._settle(self._begun, result)
 
     def _settle(self, index: int, result: object) -> bool:
         if result is True:

@@ -6,6 +6,7 @@ import logging
 from collections.abc import Mapping
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import InvalidHandshake, InvalidStatus
 
@@ -15,7 +16,7 @@ from ...handshake import Request
 from ...options import Settings
 from ...resume import QUERY_KEY
 from ...rtc.envelope import Resume, decode, is_signaling
-from .transport import WebsocketsTransport, frames_held, pump
+from .transport import READ_SLICE, WebsocketsTransport, feed_sliced, frames_held, pump
 
 __all__ = ["RETRYABLE", "open_client", "read", "take_resume", "with_query"]
 
@@ -24,6 +25,20 @@ logger = logging.getLogger("aiosocker")
 RETRYABLE = (OSError, InvalidHandshake, TimeoutError)
 """Failures to open that a reconnecting client retries (refusals other than 503 are
 final)."""
+
+
+received = ClientConnection.data_received
+
+
+class SlicedConnection(ClientConnection):
+    """Reads go to websockets in slices, as on the server (see
+    :func:`~.transport.feed_sliced`)."""
+
+    def data_received(self, data: bytes) -> None:
+        if len(data) <= READ_SLICE:
+            received(self, data)
+        else:
+            feed_sliced(self, data, received)
 
 
 async def open_client(
@@ -51,6 +66,7 @@ async def open_client(
             close_timeout=settings.close_timeout,
             open_timeout=open_timeout,
             compression=None,
+            create_connection=SlicedConnection,
         )
     except InvalidStatus as exc:
         response = exc.response

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Awaitable
 
 from websockets.asyncio.server import Server as WsServer
 from websockets.asyncio.server import ServerConnection
@@ -14,9 +15,13 @@ from websockets.http11 import Response as WsResponse
 from ...errors import CloseCode, HandshakeRejected
 from ...handshake import Request, Response, refusal
 from ...hub import Hub
-from .transport import WebsocketsTransport, frames_held, pump
+from .transport import READ_SLICE, WebsocketsTransport, feed_sliced, frames_held, pump
 
 __all__ = ["WebsocketsListener"]
+
+received = ServerConnection.data_received
+WRITE_HIGH = 2**15
+"""websockets' default ``write_limit`` (high-water mark of the socket's write buffer)."""
 
 
 def _request(ws: ServerConnection, raw: WsRequest) -> Request:
@@ -30,19 +35,28 @@ def bounded_connection(max_memory: int) -> type[ServerConnection]:
     """websockets answers every ping at once, straight into the socket's write buffer:
     a peer that pings and never reads would pile the pongs up. Past ``max_memory``
     bytes unread, close with 4413 and drop the socket (the close frame could only
-    queue behind what the peer does not read)."""
+    queue behind what the peer does not read). Reads go to websockets in slices (see
+    :func:`~.transport.feed_sliced`)."""
+    # The write buffer passes max_memory only past websockets' high-water mark
+    # (WRITE_HIGH, passed to serve()), where the transport has paused websockets'
+    # writing (``paused``): until then a read needs no look at the buffer.
+    always = max_memory < WRITE_HIGH
 
     class BoundedConnection(ServerConnection):
         def data_received(self, data: bytes) -> None:
-            super().data_received(data)
-            transport = self.transport
-            buffered = transport.get_write_buffer_size()
-            if buffered > max_memory and not transport.is_closing():
-                self.protocol.fail(
-                    CloseCode.OVER_MEMORY,
-                    f"{buffered} bytes unread by the peer (max_memory={max_memory})",
-                )
-                transport.abort()
+            if len(data) <= READ_SLICE:
+                received(self, data)
+            else:
+                feed_sliced(self, data, received)
+            if self.paused or always:
+                transport = self.transport
+                buffered = transport.get_write_buffer_size()
+                if buffered > max_memory and not transport.is_closing():
+                    self.protocol.fail(
+                        CloseCode.OVER_MEMORY,
+                        f"{buffered} bytes unread by the peer (max_memory={max_memory})",
+                    )
+                    transport.abort()
 
     return BoundedConnection
 
@@ -70,6 +84,7 @@ class WebsocketsListener:
             compression=None,  # binary game data; deflate costs ~60 KiB per connection
             max_size=settings.max_size,
             max_queue=frames_held(settings),
+            write_limit=WRITE_HIGH,
             ping_interval=settings.ping_interval,
             ping_timeout=settings.ping_timeout,
             close_timeout=settings.close_timeout,
@@ -104,10 +119,12 @@ class WebsocketsListener:
             # Admitted, then refused by websockets: the place is free again.
             self.hub.release(ws)
 
-    async def _handler(self, ws: ServerConnection) -> None:
+    def _handler(self, ws: ServerConnection) -> Awaitable[None]:
+        # A plain function handing websockets the hub's coroutine to await: one
+        # coroutine level less on every wake-up of the connection's task.
         raw = ws.request
         assert raw is not None
         request = _request(ws, raw)
         transport = WebsocketsTransport(ws, self.hub.settings.close_timeout)
         conn = self.hub.open(ws, transport, request)
-        await self.hub.run(conn, pump(ws, conn))
+        return self.hub.run(conn, pump(ws, conn))

@@ -4,8 +4,9 @@ or client side), and its read pump."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Coroutine
+from functools import partial
+from typing import Any, TypeVar, cast
 
 from websockets.asyncio.connection import Connection as WsConnection
 from websockets.exceptions import ConnectionClosed
@@ -15,7 +16,37 @@ from ...connection import Connection
 from ...errors import ConnectionClosedError, close_outcome
 from ...options import Settings
 
-__all__ = ["WebsocketsTransport", "ending", "frames_held", "pump"]
+__all__ = ["READ_SLICE", "WebsocketsTransport", "ending", "feed_sliced", "frames_held", "pump"]
+
+
+C = TypeVar("C", bound=WsConnection)
+
+READ_SLICE = 64 * 1024
+"""The most bytes websockets is handed at once (see :func:`feed_sliced`)."""
+
+
+def feed_sliced(ws: C, data: bytes, received: Callable[[C, bytes], None]) -> None:
+    """Hand ``data``, one socket read (up to 256 KiB with asyncio), to websockets'
+    ``received`` (its ``data_received``) in slices of at most :data:`READ_SLICE` bytes.
+
+    websockets appends each read to its reader's buffer and then takes frame after
+    frame off the front, halving the buffer as it shrinks: a 256 KiB read costs a
+    ~260 KiB buffer and a chain of 128, 64, ... KiB copies, on top of asyncio's
+    256 KiB read buffer, per read. glibc's malloc serves chunks that big from the top
+    of its heap and, once they are freed, gives them back to the kernel (its trim
+    threshold): in many heap layouts every read grows the heap again and touches fresh
+    pages, ~1.5 page faults per 4 KiB message, a third of the server's CPU. Slices of
+    64 KiB keep websockets' buffers well under glibc's thresholds (128 KiB by
+    default), so their memory is reused (docs/performance.md, ws_stream_4k). To
+    websockets it is the network delivering smaller segments."""
+    size = len(data)
+    if size <= READ_SLICE:
+        received(ws, data)
+        return
+    view = memoryview(data)
+    for start in range(0, size, READ_SLICE):
+        # websockets copies what it is given (bytearray +=): a view is enough.
+        received(ws, cast(bytes, view[start : start + READ_SLICE]))
 
 
 def frames_held(settings: Settings) -> int:
@@ -46,7 +77,16 @@ class WebsocketsTransport:
         try:
             await self.ws.send(data)
         except ConnectionClosed as exc:
-            raise ConnectionClosedError(*ending(self.ws)) from exc
+            raise self.closed_error(exc) from exc
+
+    @property
+    def direct_send(self) -> tuple[Callable[[bytes], Awaitable[None]], type[BaseException]]:
+        """:class:`~aiosocker.connection.DirectSend`: ``Connection.send`` awaits
+        ``ws.send`` itself and maps ``ConnectionClosed`` with :meth:`closed_error`."""
+        return self.ws.send, ConnectionClosed
+
+    def closed_error(self, exc: BaseException) -> ConnectionClosedError:
+        return ConnectionClosedError(*ending(self.ws))
 
     async def close(self, code: int, reason: str) -> None:
         # websockets bounds the wait for the peer's close frame, not the wait for room
@@ -73,29 +113,16 @@ def ending(ws: WsConnection) -> tuple[int | None, str]:
     )
 
 
-async def pump(
+def pump(
     ws: WsConnection,
     conn: Connection,
     first: Callable[[bytes | str], Awaitable[bool]] | None = None,
-) -> None:
+) -> Coroutine[Any, Any, None]:
     """Read ``ws`` into ``conn`` until it closes, then report the end to ``conn``.
     ``first`` sees the first message before the chain does and may consume it (the
-    client's RESUME frame)."""
-    receive = conn._reader()
-    try:
-        if first is not None:
-            async for message in ws:
-                if not await first(message):
-                    waiter = receive(message)
-                    if waiter is not None:
-                        await waiter
-                break
-        async for message in ws:
-            waiter = receive(message)
-            if waiter is not None:
-                await waiter
-    except ConnectionClosed:
-        pass  # ending() tells how; the close hooks hear it
-    finally:
-        code, reason = ending(ws)
-        await conn._transport_closed(code, reason)
+    client's RESUME frame).
+
+    The connection's own read loop (:meth:`Connection._read`), handed back as it is:
+    every coroutine between the connection's task and ``ws.recv()`` is resumed on each
+    message, so the fewer the better."""
+    return conn._read(ws.recv, ConnectionClosed, partial(ending, ws), first)
