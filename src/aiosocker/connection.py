@@ -168,7 +168,6 @@ class Connection:
         "_direct",
         "_ended",
         "_error_hooks",
-        "_feed",
         "_handling",
         "_in_bytes",
         "_inbox",
@@ -261,7 +260,6 @@ class Connection:
         # The common case (async drive, no intercept, no rate) takes a shortcut in
         # _receive().
         self._direct = drive == "async" and not self._limited
-        self._feed = self.stages.feed
         self._begin = self.stages._begin
         self._tasks: set[asyncio.Task[Any]] | None = None
         self._open_hooks: tuple[OpenHook, ...] = ()
@@ -580,7 +578,7 @@ class Connection:
         try:
             if intercept is not None and intercept(message):
                 return None
-            result = self._feed(message)
+            result = self.stages.feed(message)
         except Exception as exc:
             self._fail(exc)
             return None
