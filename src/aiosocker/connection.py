@@ -652,7 +652,7 @@ class Connection:
             return True
         stage = self.stages.current if len(self.stages) else "?"
         self._report(RateExceededError(stage, rate))
-        self._close_soon(CloseCode.OVER_RATE, f"stage {stage!r}: over its rate limit")
+        self._close_soon(CloseCode.OVER_RATE, f"stage {stage!r}: over its rate limit", drop=True)
         return False
 
     def _room(self, queue: deque[bytes] | None, what: str) -> deque[bytes]:
@@ -874,7 +874,7 @@ class Connection:
                 extra=self.log_context(),
             )
         self._report(exc)
-        self._close_soon(code, reason)
+        self._close_soon(code, reason, drop=code == CloseCode.OVER_MEMORY)
 
     def _report(self, exc: BaseException) -> None:
         if self.error is None:
@@ -882,11 +882,22 @@ class Connection:
         for hook in self._error_hooks:
             self._spawn(self._safe_hook("on_error", hook, self, exc))
 
-    def _close_soon(self, code: int, reason: str) -> None:
+    def _close_soon(self, code: int, reason: str, *, drop: bool = False) -> None:
         # Closing from now on: no later message may reach a handler. The close frame
-        # goes out from a task.
+        # goes out from a task. ``drop``: a peer that floods or hoards gets its close
+        # frame and loses the socket at once, so what it already sent is not parsed
+        # while its close handshake runs (the other connections pay for that CPU).
         if not self._closing:
-            self._spawn(self._close_transport(*self._begin_close(code, reason)))
+            closing = self._close_transport(*self._begin_close(code, reason))
+            self._spawn(self._dropping(closing) if drop else closing)
+
+    async def _dropping(self, closing: Awaitable[None]) -> None:
+        abort: Callable[[], None] | None = getattr(self._transport, "abort", None)
+        task = asyncio.ensure_future(closing)
+        await asyncio.sleep(0)  # the close frame is written in the close's first step
+        if abort is not None and not task.done():
+            abort()
+        await task
 
     def _spawn(self, coro: Awaitable[Any]) -> None:
         if self._tasks is None:

@@ -109,6 +109,11 @@ class PicowsSocket(pw.WSListener):
         if self._writable is not None:
             await self._wait_writable()
 
+    def abort(self) -> None:
+        """Drop the socket now (after a close frame for a peer that floods)."""
+        if self._ws is not None:
+            self._ws.underlying_transport.abort()
+
     async def close(self, code: int, reason: str) -> None:
         self._start_closing(code, reason)
         await asyncio.shield(self._gone)

@@ -88,6 +88,10 @@ class WebsocketsTransport:
     def closed_error(self, exc: BaseException) -> ConnectionClosedError:
         return ConnectionClosedError(*ending(self.ws))
 
+    def abort(self) -> None:
+        """Drop the socket now (after a close frame for a peer that floods)."""
+        self.ws.transport.abort()
+
     async def close(self, code: int, reason: str) -> None:
         # websockets bounds the wait for the peer's close frame, not the wait for room
         # to send ours: a peer that never reads would hold the connection until the
