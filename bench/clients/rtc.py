@@ -31,14 +31,26 @@ if TYPE_CHECKING:
 
 DC_PAYLOAD = 100
 DC_HIGH_WATER = 64 * 1024
-DC_LOW_WATER = 16 * 1024
+"""Both senders drop (count as lost) a tick's messages while more than this many bytes
+wait in the WebRTC stack, as a game drops updates the link cannot take."""
 DC_TICK_S = 0.005
-"""aiosocker's sender: one burst every 5 ms (a 200 Hz game loop)..."""
-DC_BURST = 150
-"""... of this many 100 B sends: 30,000 msg/s (3 MB/s) offered. On a quiet 2-core machine
-the receiving aiortc takes up to ~45,000 without loss; beyond, or when other work keeps it
-off the CPU for ~60 ms, it does not drain its UDP socket in time, the kernel drops
-datagrams, and SCTP stalls (see docs/performance.md). 30,000 leaves some margin."""
+"""Both senders run a 200 Hz loop: each tick sends the messages due at the paced rate
+(socker batches a tick's messages into one DataChannel frame or a few)."""
+DC_MAX_LOSS_PCT = 0.1
+"""A paced rate passes when at most this share of its messages is lost."""
+DC_MAX_LAG = 0.1
+"""... and the sender kept its pace: it offered the last message at most this share of
+the duration late (else the sending process, not the link, was the limit)."""
+
+
+def run_wait(pid: int) -> float:
+    """Seconds ``pid``'s main thread has waited, runnable, for a CPU (schedstat's second
+    field); 0 where ``/proc`` does not say."""
+    try:
+        with open(f"/proc/{pid}/schedstat") as f:
+            return int(f.read().split()[1]) / 1e9
+    except (OSError, ValueError, IndexError):
+        return 0.0
 
 
 # -- the raw baseline ------------------------------------------------------------------
@@ -113,67 +125,129 @@ async def raw_concurrent(server: ServerProcess, clients: int, limit_s: float) ->
     return times
 
 
-async def raw_dc_rate(server: ServerProcess, duration: float, limit_s: float) -> DcSample:
-    """Unbatched 100 B sends one way for ``duration`` s, paced by ``bufferedAmount``."""
+async def _paced(send: Any, buffered: Any, rate: float, duration: float) -> tuple[int, int, float]:
+    """Offer ``rate`` messages per second for ``duration`` s with ``send(payload)``: a
+    200 Hz loop sending the messages due at each tick (a tick that comes late sends
+    what is due by then). While ``buffered()`` (bytes waiting in the WebRTC stack)
+    exceeds :data:`DC_HIGH_WATER`, a tick's messages are dropped instead.
+
+    Returns (messages offered, of which dropped by the sender, how late the last one
+    went in s)."""
+    loop = asyncio.get_running_loop()
+    payload = bytes(DC_PAYLOAD)
+    total = max(1, round(rate * duration))
+    offered = dropped = 0
+    start = due_at = loop.time()
+    while offered < total:
+        now = loop.time()
+        if now - start > duration * 3 + 5:  # bounded, whatever the loop does
+            break
+        due = min(total, int(rate * (now - start)) + 1)
+        if due > offered:
+            if buffered() > DC_HIGH_WATER:
+                dropped += due - offered
+                offered = due
+            else:
+                while offered < due:
+                    send(payload)
+                    offered += 1
+        due_at += DC_TICK_S
+        delay = due_at - loop.time()
+        if delay < 0:  # fell behind: the next tick sends what is due by then
+            due_at, delay = loop.time(), 0.0
+        await asyncio.sleep(delay)
+    lag = max(0.0, loop.time() - (start + duration))
+    return offered, dropped, lag
+
+
+async def _settle(buffered: Any) -> None:
+    """Let the stack drain (bounded: 1 s), then the last packets cross (0.25 s)."""
+    for _ in range(200):
+        if not buffered():
+            break
+        await asyncio.sleep(0.005)
+    await asyncio.sleep(0.25)
+
+
+async def raw_dc_trial(
+    server: ServerProcess, rate: float, duration: float, limit_s: float
+) -> DcSample:
+    """Raw aiortc, unbatched: ``rate`` 100 B messages per second one way for
+    ``duration`` s (:func:`_paced`), one ``channel.send()`` each, on a fresh peer."""
     peer = await asyncio.wait_for(raw_open(server.port), limit_s)
     cpu0 = server.cpu_seconds()
+    drops0 = udp_drops(server.pid)
+    wait0 = run_wait(server.pid)
     try:
         channel = peer.channel
-        channel.bufferedAmountLowThreshold = DC_LOW_WATER
-        low = asyncio.Event()
-        channel.on("bufferedamountlow", low.set)
-        payload = bytes(DC_PAYLOAD)
-        loop = asyncio.get_running_loop()
-        sent = 0
-        end = loop.time() + duration
-        while loop.time() < end:
-            if channel.bufferedAmount > DC_HIGH_WATER:
-                low.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(low.wait(), max(0.001, end - loop.time()))
-                continue
-            channel.send(payload)
-            sent += 1
-            if sent % 32 == 0:
-                await asyncio.sleep(0)
-        if channel.bufferedAmount:  # let the queue drain (bounded)
-            channel.bufferedAmountLowThreshold = 0
-            low.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(low.wait(), 2.0)
-        await asyncio.sleep(0.2)  # the last packets' way across
+
+        def buffered() -> int:
+            return int(channel.bufferedAmount)
+
+        offered, dropped, lag = await _paced(channel.send, buffered, rate, duration)
+        await _settle(buffered)
         await peer.ws.send("stats")
         stats = json.loads(await asyncio.wait_for(peer.ws.recv(), 5))
-        drops = udp_drops(server.pid)
+        drops = udp_drops(server.pid) - drops0
         cpu = server.cpu_seconds() - cpu0
+        wait = run_wait(server.pid) - wait0
     finally:
         await peer.close()
     return DcSample.of(
-        sent,
+        offered,
         stats["count"],
         stats["first_ns"],
         stats["last_ns"],
-        frames=sent,
+        rate=rate,
+        duration=duration,
+        lag=lag,
+        frames=offered - dropped,
+        dropped=dropped,
         udp_drops=drops,
         server_cpu_s=cpu,
+        wait_s=wait,
     )
 
 
 @dataclass(frozen=True)
 class DcSample:
+    """One paced trial: what was offered, what arrived, what the receiver spent."""
+
+    rate: float
+    """The paced rate offered, messages per second."""
     msgs_per_s: float
     """Messages delivered per second: received / (last arrival - first arrival)."""
     loss_pct: float
     sent: int
+    """Messages offered (``send()`` calls, and messages the sender dropped)."""
     received: int
+    lag_s: float = 0.0
+    """How late the sender offered its last message (its loop fell behind)."""
     frames: int | None = None
-    """DataChannel messages the sender handed to aiortc (socker: after batching)."""
+    """DataChannel messages handed to aiortc (socker: after batching)."""
     dropped: int = 0
-    """Messages socker's ``Channel.send`` refused (counted in ``sent`` and lost)."""
+    """Messages dropped by the sender (the stack held > DC_HIGH_WATER bytes) or refused by
+    socker's ``Channel.send``: offered, and lost."""
     udp_drops: int = 0
-    """:func:`udp_drops` of the server (the receiver) at the end of the sample."""
+    """Datagrams the kernel dropped at the server's (the receiver's) UDP sockets during
+    the trial (:func:`udp_drops`)."""
     server_cpu_us: float | None = None
     """The server's (receiver's) CPU time per message received, from ``/proc``."""
+    duration: float = 0.0
+    receiver_wait_ms: float = 0.0
+    """How long the receiver waited, runnable, for a CPU during the trial
+    (``/proc/<pid>/schedstat``): other work on the machine."""
+
+    @property
+    def passed(self) -> bool:
+        """At most :data:`DC_MAX_LOSS_PCT` lost, and the sender kept its pace."""
+        return self.loss_pct <= DC_MAX_LOSS_PCT and self.lag_s <= DC_MAX_LAG * self.duration
+
+    @property
+    def why(self) -> str:
+        if self.lag_s > DC_MAX_LAG * self.duration:
+            return "sender"
+        return "ok" if self.loss_pct <= DC_MAX_LOSS_PCT else "loss"
 
     @classmethod
     def of(
@@ -183,16 +257,49 @@ class DcSample:
         first_ns: int,
         last_ns: int,
         *,
+        rate: float = 0.0,
+        duration: float = 0.0,
+        lag: float = 0.0,
         frames: int | None = None,
         dropped: int = 0,
         udp_drops: int = 0,
         server_cpu_s: float | None = None,
+        wait_s: float = 0.0,
     ) -> DcSample:
         span = (last_ns - first_ns) / 1e9
-        rate = received / span if span > 0 else 0.0
+        delivered = received / span if span > 0 else 0.0
         loss = (sent - received) / sent * 100 if sent else 0.0
         cpu = server_cpu_s * 1e6 / received if server_cpu_s is not None and received else None
-        return cls(rate, loss, sent, received, frames, dropped, udp_drops, cpu)
+        return cls(
+            rate,
+            delivered,
+            loss,
+            sent,
+            received,
+            lag,
+            frames,
+            dropped,
+            udp_drops,
+            cpu,
+            duration,
+            wait_s * 1000,
+        )
+
+    def brief(self) -> dict[str, Any]:
+        """The trial in ``details``."""
+        return {
+            "rate": round(self.rate),
+            "loss_pct": round(self.loss_pct, 3),
+            "passed": self.passed,
+            "why": self.why,
+            "delivered_per_s": round(self.msgs_per_s),
+            "sender_dropped": self.dropped,
+            "receiver_udp_drops": self.udp_drops,
+            "lag_ms": round(self.lag_s * 1000, 1),
+            "frames": self.frames,
+            "cpu_us": None if self.server_cpu_us is None else round(self.server_cpu_us, 2),
+            "receiver_wait_ms": round(self.receiver_wait_ms, 1),
+        }
 
 
 # -- the socker side ------------------------------------------------------------------
@@ -303,53 +410,44 @@ async def socker_concurrent(
     return times
 
 
-async def socker_dc_rate(server: ServerProcess, duration: float, limit_s: float) -> DcSample:
-    """``dc_msgs_per_s``: 100 B messages one way for ``duration`` s on the default
-    (unordered, unreliable) channel with socker's batching, as a game sends them: a burst
-    of :data:`DC_BURST` sends every :data:`DC_TICK_S`, each burst one frame or a few.
-
-    Paced like the raw side: a tick's burst waits while more than ``DC_HIGH_WATER``
-    bytes are queued in the WebRTC stack, so nothing is offered that the link cannot
-    take. ``sent`` counts every ``send()`` call, so a message socker drops on its own
-    (``Channel.dropped``) counts as lost.
-    """
+async def socker_dc_trial(
+    server: ServerProcess, rate: float, duration: float, limit_s: float
+) -> DcSample:
+    """socker, batched: ``rate`` 100 B messages per second one way for ``duration`` s
+    (:func:`_paced`, as the raw side) with ``session.send()`` on the default
+    (unordered, unreliable) channel, on a fresh connection. socker packs each tick's
+    messages (one loop iteration) into one DataChannel frame or a few. Messages socker's
+    ``Channel.send`` refuses count as lost (``Channel.dropped``)."""
     peer = await asyncio.wait_for(socker_open(server.port), limit_s)
     cpu0 = server.cpu_seconds()
+    drops0 = udp_drops(server.pid)
+    wait0 = run_wait(server.pid)
     try:
         channel = peer.session.channel()
-        payload = bytes(DC_PAYLOAD)
-        send = peer.session.send
-        loop = asyncio.get_running_loop()
-        attempted = 0
-        end = loop.time() + duration
-        due = loop.time()
-        while loop.time() < end:
-            if channel.buffered_amount <= DC_HIGH_WATER:
-                for _ in range(DC_BURST):
-                    send(payload)
-                attempted += DC_BURST
-            due += DC_TICK_S
-            delay = due - loop.time()
-            if delay < 0:  # fell behind: no catch-up burst
-                due, delay = loop.time(), 0.0
-            await asyncio.sleep(delay)
-        for _ in range(400):  # let the queue drain (bounded: 2 s)
-            if not channel.buffered_amount:
-                break
-            await asyncio.sleep(0.005)
-        await asyncio.sleep(0.2)  # the last packets' way across
+
+        def buffered() -> int:
+            return int(channel.buffered_amount)
+
+        frames0 = channel.frames_sent
+        offered, dropped, lag = await _paced(peer.session.send, buffered, rate, duration)
+        await _settle(buffered)
         stats = await peer.stats()
-        drops = udp_drops(server.pid)
+        drops = udp_drops(server.pid) - drops0
         cpu = server.cpu_seconds() - cpu0
+        wait = run_wait(server.pid) - wait0
     finally:
         await peer.close()
     return DcSample.of(
-        attempted,
+        offered,
         stats["count"],
         stats["first_ns"],
         stats["last_ns"],
-        frames=channel.frames_sent,
-        dropped=channel.dropped,
+        rate=rate,
+        duration=duration,
+        lag=lag,
+        frames=channel.frames_sent - frames0,
+        dropped=dropped + channel.dropped,
         udp_drops=drops,
         server_cpu_s=cpu,
+        wait_s=wait,
     )

@@ -33,6 +33,9 @@ class StreamSample:
     """Server CPU (utime + stime from /proc) per message, handshake included."""
     cpu_us_inproc: float
     """The server's own process CPU time over the same span as msgs_per_s."""
+    faults_per_msg: float = 0.0
+    """The server's minor page faults per message (/proc): memory the allocator handed
+    back to the kernel and took again (see ws_stream_4k in docs/performance.md)."""
 
 
 @dataclass(frozen=True)
@@ -48,15 +51,27 @@ def stream_once(server: ServerProcess, payload_size: int, n: int, timeout: float
     """One connection, ``n`` one-way messages of ``payload_size`` bytes, as fast as the
     server takes them."""
     cpu0 = server.cpu_seconds()
+    faults0 = minor_faults(server.pid)
     sock = wsclient.stream(server.port, payload_size, n, timeout=timeout)
     try:
         count, wall_ns, cpu_ns = (int(x) for x in server.expect("DONE", timeout))
         cpu1 = server.cpu_seconds()
+        faults1 = minor_faults(server.pid)
     finally:
         wsclient.goodbye(sock)
     if count != n:
         raise RuntimeError(f"{server.kind} counted {count} of {n}")
-    return StreamSample(n / (wall_ns / 1e9), (cpu1 - cpu0) * 1e6 / n, cpu_ns / 1e3 / n)
+    return StreamSample(
+        n / (wall_ns / 1e9), (cpu1 - cpu0) * 1e6 / n, cpu_ns / 1e3 / n, (faults1 - faults0) / n
+    )
+
+
+def minor_faults(pid: int) -> int:
+    """minflt of ``pid`` from ``/proc/<pid>/stat``: pages it touched for the first time
+    (fresh memory from the kernel)."""
+    with open(f"/proc/{pid}/stat") as f:
+        data = f.read()
+    return int(data[data.rindex(")") + 2 :].split()[7])  # field 10, minflt
 
 
 def echo_once(server: ServerProcess, payload_size: int, n: int, timeout: float) -> EchoSample:
@@ -86,27 +101,31 @@ def conn_mem_once(kind: str, count: int, warm: int = 10) -> dict[str, float]:
 # -- plumbing --------------------------------------------------------------------------
 
 
+Variant = tuple[str, str]
+"""A server to measure: (kind, mode) of ``python -m bench.servers``."""
+
+
 def _start(
-    kinds: Iterable[str], mode: str, *, cpu: int | None
+    variants: Mapping[str, Variant], *, cpu: int | None
 ) -> tuple[dict[str, ServerProcess], dict[str, str], dict[str, str]]:
     servers: dict[str, ServerProcess] = {}
     unavailable: dict[str, str] = {}
     errors: dict[str, str] = {}
-    for kind in kinds:
+    for name, (kind, mode) in variants.items():
         try:
-            servers[kind] = ServerProcess(kind, mode, cpu=cpu)
+            servers[name] = ServerProcess(kind, mode, cpu=cpu)
         except Unavailable as exc:
-            unavailable[kind] = str(exc)
+            unavailable[name] = str(exc)
         except Exception as exc:
-            errors[kind] = f"{type(exc).__name__}: {exc}"
-            log(f"{kind} server did not start: {exc}")
-    for kind, why in unavailable.items():
-        log(f"{kind}: n/a ({why})")
+            errors[name] = f"{type(exc).__name__}: {exc}"
+            log(f"{name} server did not start: {exc}")
+    for name, why in unavailable.items():
+        log(f"{name}: n/a ({why})")
     return servers, unavailable, errors
 
 
 def _run_servers(
-    kinds: Iterable[str],
+    variants: Iterable[str] | Mapping[str, Variant],
     mode: str,
     measure: Callable[[ServerProcess], Any],
     warm: Callable[[ServerProcess], Any] | None,
@@ -116,20 +135,23 @@ def _run_servers(
     server_cpu: int | None,
     client_cpu: int | None,
 ) -> Interleaved:
-    """Start one server per kind, then interleave ``measure`` over them for ``rounds``."""
-    servers, unavailable, errors = _start(kinds, mode, cpu=server_cpu)
+    """Start one server per variant (a kind, in ``mode``; or a name: (kind, mode)), then
+    interleave ``measure`` over them for ``rounds``."""
+    if not isinstance(variants, Mapping):
+        variants = {kind: (kind, mode) for kind in variants}
+    servers, unavailable, errors = _start(variants, cpu=server_cpu)
     try:
         with pinned(client_cpu):
-            variants = {kind: _per_round(measure, server) for kind, server in servers.items()}
-            warmup = None if warm is None else (lambda kind: warm(servers[kind]))
-            done = interleave(variants, rounds, budget_s=budget_s, warmup=warmup)
+            runs = {name: _per_round(measure, server) for name, server in servers.items()}
+            warmup = None if warm is None else (lambda name: warm(servers[name]))
+            done = interleave(runs, rounds, budget_s=budget_s, warmup=warmup)
     finally:
         for server in servers.values():
             server.close()
     done.unavailable.update(unavailable)
     done.errors.update(errors)
-    for kind in kinds:
-        done.samples.setdefault(kind, [])
+    for name in variants:
+        done.samples.setdefault(name, [])
     return done
 
 
@@ -157,6 +179,8 @@ def _put(
     if values and field == "cpu_us" and hasattr(done.samples[kind][0], "cpu_us_inproc"):
         inproc = [sample.cpu_us_inproc for sample in done.samples[kind]]
         detail["cpu_us_inproc_median"] = round(statistics.median(inproc), 3)
+        faults = [sample.faults_per_msg for sample in done.samples[kind]]
+        detail["page_faults_per_msg"] = [round(x, 3) for x in faults]
     if values:
         results.put_samples(key, values, server=kind, rounds=done.rounds, **detail)
     else:
@@ -190,32 +214,40 @@ def _note_failures(done: Interleaved) -> None:
 # -- groups ----------------------------------------------------------------------------
 
 
+SOCKER_ASYNC = "aiosocker-async-handler"
+"""The ws_stream variant with an ``async def`` counting stage: kind ``aiosocker``, mode
+``stream-async``."""
+
+
 def run_stream(cfg: Config, results: Results) -> None:
-    """64 B one-way: websockets and socker (async and tick drive), picows and socker on it."""
+    """64 B one-way: websockets and socker (async and tick drive, and an async handler),
+    picows and socker on it."""
     n_ws = cfg.pick(100_000, 30_000)
     n_fast = cfg.pick(1_000_000, 300_000)
-    counts: Mapping[str, int] = {
-        RAW: n_ws,
-        SOCKER: n_ws,
-        TICK: n_ws,
-        RAW_FAST: n_fast,
-        SOCKER_FAST: n_fast,
+    variants: Mapping[str, Variant] = {
+        RAW: (RAW, "stream"),
+        SOCKER: (SOCKER, "stream"),
+        SOCKER_ASYNC: (SOCKER, "stream-async"),
+        TICK: (TICK, "stream"),
+        RAW_FAST: (RAW_FAST, "stream"),
+        SOCKER_FAST: (SOCKER_FAST, "stream"),
     }
+    counts = {RAW_FAST: n_fast, SOCKER_FAST: n_fast}  # by kind; n_ws for the others
     server_cpu, client_cpu = _split_cpus()
 
     def measure(server: ServerProcess) -> StreamSample:
-        return stream_once(server, 64, counts[server.kind], timeout=60)
+        return stream_once(server, 64, counts.get(server.kind, n_ws), timeout=60)
 
     def warm(server: ServerProcess) -> StreamSample:
-        return stream_once(server, 64, counts[server.kind] // 10, timeout=60)
+        return stream_once(server, 64, counts.get(server.kind, n_ws) // 10, timeout=60)
 
     done = _run_servers(
-        counts,
+        variants,
         "stream",
         measure,
         warm,
         rounds=cfg.pick(7, 4),
-        budget_s=cfg.pick(200, 40),
+        budget_s=cfg.pick(220, 45),
         server_cpu=server_cpu,
         client_cpu=client_cpu,
     )
@@ -226,6 +258,17 @@ def run_stream(cfg: Config, results: Results) -> None:
     _put_ratio(results, "ws_stream_ratio", done, SOCKER, RAW, "msgs_per_s")
     _put(results, "ws_stream_raw_cpu_us", done, RAW, "cpu_us")
     _put(results, "ws_stream_socker_cpu_us", done, SOCKER, "cpu_us")
+    _put(
+        results,
+        "ws_stream_async_msgs_per_s",
+        done,
+        SOCKER_ASYNC,
+        "msgs_per_s",
+        handler="async def counting stage",
+        **detail,
+    )
+    _put(results, "ws_stream_async_cpu_us", done, SOCKER_ASYNC, "cpu_us")
+    _put_ratio(results, "ws_stream_async_ratio", done, SOCKER_ASYNC, RAW, "msgs_per_s")
     _put(results, "tick_msgs_per_s", done, TICK, "msgs_per_s", **detail)
     _put(results, "tick_cpu_us", done, TICK, "cpu_us")
     _put_ratio(results, "tick_ratio", done, TICK, SOCKER, "msgs_per_s")

@@ -28,7 +28,8 @@ Modes:
 
 * ``stream``: the first message is ``b"N:<n>"``; the server counts the ``n`` messages
   that follow and prints ``DONE <n> <wall_ns> <cpu_ns>`` (wall and process CPU time from
-  that first message to the n-th).
+  that first message to the n-th). ``stream-async`` (socker kinds): the same, counted by
+  an ``async def`` stage.
 * ``echo``: every message is sent back.
 * ``idle``: connections are accepted and read from; nothing else.
 * ``players``: the players-per-core game: rooms of 10, inputs in, a 20 Hz loop sending
@@ -58,7 +59,7 @@ from .raw_picows import raw_picows
 from .raw_websockets import raw_websockets
 from .rooms import fanout_raw, fanout_socker, fanout_socker_picows, redis_socker
 
-SOCKER_MODES = ("stream", "echo", "idle", "players")
+SOCKER_MODES = ("stream", "stream-async", "echo", "idle", "players")
 KINDS: dict[str, tuple[Callable[[str, Ready, Life], Awaitable[None]], tuple[str, ...]]] = {
     "raw-websockets": (raw_websockets, ("stream", "echo", "idle")),
     "aiosocker": (socker_async, SOCKER_MODES),

@@ -72,6 +72,28 @@ def socker_stream_setup(conn: Any) -> None:
     conn.add(counting, name="count")
 
 
+def socker_stream_async_setup(conn: Any) -> None:
+    """The stream with an ``async def`` counting stage (``ws_stream_async``): what an
+    async handler costs end to end against the raw ``async for``."""
+    n = count = t0 = c0 = 0
+
+    def hello(message: bytes) -> bool:
+        nonlocal n, t0, c0
+        n = parse_hello(message)
+        t0, c0 = time.perf_counter_ns(), time.process_time_ns()
+        return True
+
+    async def counting(message: bytes) -> bool:
+        nonlocal count
+        count += 1
+        if count == n:
+            report(n, t0, c0)
+        return False
+
+    conn.add(hello, name="hello")
+    conn.add(counting, name="count")
+
+
 def socker_echo_setup(conn: Any) -> None:
     async def echo(message: bytes) -> bool:
         await conn.send(message)
@@ -89,6 +111,7 @@ def socker_idle_setup(conn: Any) -> None:
 
 SOCKER_SETUPS = {
     "stream": socker_stream_setup,
+    "stream-async": socker_stream_async_setup,
     "echo": socker_echo_setup,
     "idle": socker_idle_setup,
 }
