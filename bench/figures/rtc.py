@@ -30,6 +30,7 @@ from ..clients.rtc import (
     raw_open_ms,
     socker_concurrent,
     socker_dc_trial,
+    socker_open,
     socker_rtc_open_ms,
 )
 from ..procs import ServerProcess
@@ -466,3 +467,255 @@ def run_dc(cfg: Config, results: Results) -> None:
     else:
         _missing(results, "dc_batch_gain", state, SOCKER, RAW)
         _missing(results, "dc_cpu_gain", state, SOCKER, RAW)
+
+
+COLD_WARM_OPENS = 3
+"""Opens after the first on each fresh server: their median is that run's warm time."""
+
+
+async def _first_and_warm(server: ServerProcess, limit_s: float) -> tuple[float, float]:
+    """The fresh server's first open (ms), then the median of the next opens."""
+    times = []
+    for _ in range(1 + COLD_WARM_OPENS):
+        peer = await asyncio.wait_for(socker_open(server.port), limit_s)
+        times.append(peer.open_ms)
+        await peer.close()
+    return times[0], statistics.median(times[1:])
+
+
+def run_cold(cfg: Config, results: Results) -> None:
+    """The first open of a fresh socker-rtc server process against its warm opens: with
+    ``aiosocker.rtc.preload()`` awaited before it listens (mode ``rtc-preload``), and
+    without (mode ``rtc-cold``, information). The client (this process) is warmed first,
+    against a server of its own, so only the server is cold."""
+    timeout = 20.0
+    ice = ice_setup()
+    client = _Loop()
+    samples: dict[str, list[tuple[float, float]]] = {"rtc-preload": [], "rtc-cold": []}
+    errors: dict[str, str] = {}
+    try:
+        with ServerProcess(SOCKER, "rtc") as warmer:  # the client's own warm-up
+            client.run(lambda: _first_and_warm(warmer, timeout))
+        deadline = time.monotonic() + cfg.pick(90, 25)
+        for r in range(cfg.pick(7, 3)):
+            if r and time.monotonic() > deadline:
+                break
+            order = ("rtc-preload", "rtc-cold") if r % 2 == 0 else ("rtc-cold", "rtc-preload")
+            for mode in order:
+                if mode in errors:
+                    continue
+                try:
+                    with ServerProcess(SOCKER, mode) as server:
+                        time.sleep(0.2)  # past its start: the server idles, as one would
+                        pair = client.run(lambda s=server: _first_and_warm(s, timeout))
+                except Exception as exc:
+                    errors[mode] = f"{type(exc).__name__}: {exc}"
+                    log(f"{mode}: {errors[mode]}")
+                    continue
+                samples[mode].append(pair)
+                log(f"{mode}: first {pair[0]:.1f} ms, warm {pair[1]:.1f} ms")
+    finally:
+        client.close()
+    detail = {
+        "runs": {mode: len(pairs) for mode, pairs in samples.items()},
+        "warm_opens_per_run": COLD_WARM_OPENS,
+        "ice": ice,
+        "how": "a fresh server process per run; its first Python-client open (WebSocket"
+        " connect -> channels open) against the median of its next opens; the client"
+        " process is warm",
+    }
+    for mode, cold_key, warm_key, ratio_key in (
+        ("rtc-preload", "rtc_open_cold_ms", "rtc_open_cold_warm_ms", "rtc_open_cold_ratio"),
+        ("rtc-cold", "rtc_open_nopreload_ms", None, "rtc_open_nopreload_ratio"),
+    ):
+        pairs = samples[mode]
+        keys = [k for k in (cold_key, warm_key, ratio_key) if k]
+        if not pairs:
+            for key in keys:
+                results.error(key, errors.get(mode, "no samples"))
+            continue
+        server = (
+            "awaits aiosocker.rtc.preload() before listening"
+            if mode == "rtc-preload"
+            else (
+                "imports nothing of aiortc before its first open (but aioice, for the ICE set-up)"
+            )
+        )
+        results.put_samples(cold_key, [c for c, _ in pairs], server=server, **detail)
+        if warm_key:
+            results.put_samples(warm_key, [w for _, w in pairs], server=server, **detail)
+        results.put_ratio(
+            ratio_key, [c for c, _ in pairs], [w for _, w in pairs], server=server, **detail
+        )
+
+
+CROWD_PROCS = 4
+CROWD_FIELD = (
+    "dtls",
+    "ice",
+    "sctp",
+    "aiortc (other)",
+    "crypto/ssl",
+    "aiosocker",
+    "websockets",
+    "asyncio loop",
+    "other",
+)
+
+
+def _bucket(filename: str, name: str) -> str:
+    """The part of the stack a profiled function belongs to (by its file)."""
+    f = filename.replace("\\", "/")
+    if "/aiortc/rtcdtlstransport" in f:
+        return "dtls"
+    if "/aioice/" in f or "/aiortc/rtcicetransport" in f:
+        return "ice"
+    if "/aiortc/rtcsctptransport" in f or "/aiortc/rtcdatachannel" in f:
+        return "sctp"
+    if "/aiortc/" in f:
+        return "aiortc (other)"
+    if "/OpenSSL/" in f or "/cryptography/" in f or f.endswith("/ssl.py"):
+        return "crypto/ssl"
+    if "/aiosocker/" in f:
+        return "aiosocker"
+    if "/websockets/" in f:
+        return "websockets"
+    if "/asyncio/" in f or f.endswith("/selectors.py"):
+        return "asyncio loop"
+    return "other"
+
+
+def profile_summary(path: str) -> dict[str, Any]:
+    """Busy self time by part of the stack (sums to the profiled busy total; a C
+    function's time goes to the part its caller belongs to; the loop's wait in
+    ``epoll.poll`` is idle, left out), and the top functions by cumulative time."""
+    import pstats
+
+    stats = pstats.Stats(path)
+    raw: dict[Any, Any] = stats.stats  # type: ignore[attr-defined]
+    parts = dict.fromkeys(CROWD_FIELD, 0.0)
+    idle = 0.0
+    for (filename, _line, name), (_cc, _nc, tt, _ct, callers) in raw.items():
+        if filename == "~" and "poll" in name and "epoll" in name:
+            idle += tt  # the loop waiting for work: not busy time
+        elif filename == "~" and callers:
+            for (cfile, _cl, cname), caller_times in callers.items():
+                parts[_bucket(cfile, cname)] += caller_times[2]
+        else:
+            parts[_bucket(filename, name)] += tt
+    total = sum(parts.values()) or 1.0
+    top = sorted(raw.items(), key=lambda kv: kv[1][3], reverse=True)
+    return {
+        "busy_s": round(total, 2),
+        "idle_s": round(idle, 2),
+        "self_time_pct": {k: round(v / total * 100, 1) for k, v in parts.items() if v},
+        "top_cumulative_s": [
+            f"{fn.rsplit('/', 1)[-1]}:{line} {name} {ct:.2f}"
+            for (fn, line, name), (_cc, _nc, _tt, ct, _c) in top[:30]
+        ],
+    }
+
+
+def _crowd(server: ServerProcess, clients: int, timeout: float) -> dict[str, Any]:
+    """``clients`` opens against ``server`` from :data:`CROWD_PROCS` client processes,
+    started together; opens per second over the crowd, and the server's CPU."""
+    import json
+    import subprocess
+    import sys
+
+    from ..procs import ROOT
+
+    per = [clients // CROWD_PROCS + (i < clients % CROWD_PROCS) for i in range(CROWD_PROCS)]
+    at = time.time() + 4.0  # the client processes start and warm up before
+    procs = [
+        subprocess.Popen(
+            [
+                *(sys.executable, "-m", "bench.clients.rtc_crowd", "--port", str(server.port)),
+                *("--clients", str(n), "--at", str(at), "--timeout", str(timeout)),
+            ],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+        )
+        for n in per
+    ]
+    time.sleep(max(0.0, at - time.time() - 0.05))
+    cpu0 = server.cpu_seconds()
+    done_at: list[float] = []
+    failures: dict[str, int] = {}
+    try:
+        for proc in procs:
+            out, _ = proc.communicate(timeout=timeout + 30)
+            report = json.loads(out.decode().strip().splitlines()[-1])
+            done_at += [t for t in report["done_at"] if t is not None]
+            for why, n in report["failures"].items():
+                failures[why] = failures.get(why, 0) + n
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=5)
+    cpu = server.cpu_seconds() - cpu0  # includes the closes after the crowd
+    span = (max(done_at) - at) if done_at else 0.0
+    for why, n in failures.items():
+        log(f"rtc_crowd: {n} of {clients} did not open: {why}")
+    return {
+        "opened": len(done_at),
+        "span_s": span,
+        "per_s": len(done_at) / span if span > 0 else 0.0,
+        "p50_ms": _percentile(sorted((t - at) * 1000 for t in done_at), 50) if done_at else None,
+        "server_cpu_ms_per_open": cpu * 1000 / len(done_at) if done_at else None,
+        "failures": failures,
+    }
+
+
+def run_crowd(cfg: Config, results: Results) -> None:
+    """``rtc_opens_per_s``: complete opens one socker-rtc server process (preloaded)
+    finishes per second with 200 clients (40 under --quick) arriving together from
+    :data:`CROWD_PROCS` client processes; then the same crowd against a profiled server
+    (cProfile), whose summary goes in the details."""
+    import os
+
+    from ..servers.aiosocker_rtc import profile_path
+
+    clients = cfg.pick(200, 40)
+    timeout = 60.0
+    ice = ice_setup()
+    runs = []
+    try:
+        for r in range(cfg.pick(3, 1)):
+            with ServerProcess(SOCKER, "rtc-preload", lifetime=300) as server:
+                run = _crowd(server, clients, timeout)
+            log(f"rtc_crowd round {r + 1}: {run['opened']}/{clients} in {run['span_s']:.2f} s")
+            runs.append(run)
+        server = ServerProcess(SOCKER, "rtc-profile", lifetime=300)
+        path = profile_path(server.pid)
+        try:
+            profiled = _crowd(server, clients, timeout)
+        finally:
+            server.close()
+        profile = profile_summary(path) if os.path.exists(path) else {"error": "no profile"}
+        if os.path.exists(path):
+            os.unlink(path)
+    except Exception as exc:
+        log(f"rtc_crowd: {type(exc).__name__}: {exc}")
+        if not runs:
+            results.error("rtc_opens_per_s", f"{type(exc).__name__}: {exc}")
+            return
+        profiled, profile = {}, {"error": f"{type(exc).__name__}: {exc}"}
+    results.put_samples(
+        "rtc_opens_per_s",
+        [run["per_s"] for run in runs],
+        clients=clients,
+        client_processes=CROWD_PROCS,
+        opened=[run["opened"] for run in runs],
+        span_s=[round(run["span_s"], 2) for run in runs],
+        open_p50_ms=[round(run["p50_ms"] or 0, 1) for run in runs],
+        server_cpu_ms_per_open=[round(run["server_cpu_ms_per_open"] or 0, 2) for run in runs],
+        failures=[run["failures"] for run in runs],
+        profiled_run={k: (round(v, 2) if isinstance(v, float) else v) for k, v in profiled.items()},
+        profile=profile,
+        ice=ice,
+        how="opens completed / (last open's completion - the common start); server kind"
+        " socker-rtc, mode rtc-preload; the clients share the machine's CPUs with it",
+    )

@@ -68,7 +68,7 @@ KINDS: dict[str, tuple[Callable[[str, Ready, Life], Awaitable[None]], tuple[str,
     "socker-picows": (socker_picows, SOCKER_MODES),
     "socker-picows-tick": (socker_picows_tick, SOCKER_MODES),
     "raw-aiortc": (raw_aiortc, ("rtc",)),
-    "socker-rtc": (socker_rtc, ("rtc",)),
+    "socker-rtc": (socker_rtc, ("rtc", "rtc-preload", "rtc-cold", "rtc-profile")),
     "socketio": (socketio_players, ("players", "players-binary")),
     # rooms, flood and metrics figures (bench.servers.rooms, .limits, .metrics)
     "fanout-raw": (fanout_raw, ("fanout",)),

@@ -1,11 +1,19 @@
 """Kind ``socker-rtc``: ``aiosocker.serve`` whose chain is ``server_stages(conn)`` then a
 final ``control`` stage (socker's rtc flow with its defaults; its clients:
 :mod:`bench.clients.rtc` and :mod:`bench.clients.browser`).
+
+Modes: ``rtc`` imports aiortc before listening (as the raw server); ``rtc-preload``
+awaits ``aiosocker.rtc.preload()`` before listening, as a server should; ``rtc-cold``
+does neither (its first open pays the import: information); ``rtc-profile`` is
+``rtc-preload`` under cProfile, the stats written to :func:`profile_path` at exit.
 """
 
 from __future__ import annotations
 
+import cProfile
 import json
+import os
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -44,20 +52,37 @@ def socker_rtc_setup(conn: aiosocker.Connection) -> None:
         return False
 
 
-async def serve_socker_rtc(ready: Callable[[int], None], life: Life) -> None:
+def profile_path(pid: int) -> str:
+    """Where a ``rtc-profile`` server with process id ``pid`` writes its cProfile stats."""
+    return os.path.join(tempfile.gettempdir(), f"aiosocker-bench-rtc-{pid}.prof")
+
+
+async def serve_socker_rtc(ready: Callable[[int], None], life: Life, mode: str = "rtc") -> None:
     """Server kind ``socker-rtc``: ``aiosocker.serve`` with :func:`socker_rtc_setup`; it also
     serves the browser page (:data:`BROWSER_PAGE`) at :data:`BROWSER_PATH`."""
     ice_setup()
-    import aiortc  # noqa: F401  (imported up front, as the raw server does)
-
     import aiosocker
     from aiosocker import Route
 
+    if mode == "rtc":
+        import aiortc  # noqa: F401  (imported up front, as the raw server does)
+    elif mode in ("rtc-preload", "rtc-profile"):
+        import aiosocker.rtc
+
+        await aiosocker.rtc.preload()
+    profiler = cProfile.Profile() if mode == "rtc-profile" else None
     routes = {BROWSER_PATH: Route.html(BROWSER_PAGE)}
-    async with aiosocker.serve(socker_rtc_setup, "127.0.0.1", 0, routes=routes) as server:
-        ready(server.port)
-        await life.wait()
+    try:
+        async with aiosocker.serve(socker_rtc_setup, "127.0.0.1", 0, routes=routes) as server:
+            if profiler is not None:
+                profiler.enable()
+            ready(server.port)
+            await life.wait()
+    finally:
+        if profiler is not None:
+            profiler.disable()
+            profiler.dump_stats(profile_path(os.getpid()))
 
 
 async def socker_rtc(mode: str, ready: Ready, life: Life) -> None:
-    await serve_socker_rtc(ready, life)
+    await serve_socker_rtc(ready, life, mode)
