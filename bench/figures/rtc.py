@@ -712,6 +712,10 @@ def run_crowd(cfg: Config, results: Results) -> None:
         span_s=[round(run["span_s"], 2) for run in runs],
         open_p50_ms=[round(run["p50_ms"] or 0, 1) for run in runs],
         server_cpu_ms_per_open=[round(run["server_cpu_ms_per_open"] or 0, 2) for run in runs],
+        server_cpu_bound_opens_per_s=[
+            round(1000 / run["server_cpu_ms_per_open"]) if run["server_cpu_ms_per_open"] else 0
+            for run in runs
+        ],
         failures=[run["failures"] for run in runs],
         profiled_run={k: (round(v, 2) if isinstance(v, float) else v) for k, v in profiled.items()},
         profile=profile,
