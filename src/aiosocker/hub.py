@@ -5,9 +5,9 @@ admission count, the hooks, ``tick()``, ``broadcast()`` and graceful close -- an
 imports no socket library. A listener (``transports/websockets``, ``transports/picows``)
 or the ASGI app turns sockets into connections on a Hub:
 
-1. ``answer = hub.handshake.answer(request)``: an HTTP answer, or ``None`` for an
-   upgrade; then ``await hub.admit(key, request)`` (or :meth:`Hub.admit_now` where it
-   cannot wait) reserves a place under ``max_connections`` -- or raises
+1. ``answer = await hub.respond(request)``: an HTTP answer (private routes pass
+   admission first), or ``None`` for an upgrade; then ``await hub.admit(key, request)``
+   reserves a place under ``max_connections`` -- or raises
    :class:`~aiosocker.HandshakeRejected`, which ``handshake.refusal()`` answers;
 2. ``conn = hub.open(key, transport, request)`` once the socket is upgraded (``key`` is
    the object the admission was made for; :meth:`Hub.release` frees the place if the
@@ -114,8 +114,6 @@ class Ghost:
     it is kept in the store for the client that comes back."""
 
     __slots__ = ("current", "id", "timer", "token")
-
-    closed = False
 
     def __init__(self, id: str, current: str, token: str) -> None:
         self.id = id
@@ -422,14 +420,6 @@ class Hub:
         if self._closing:  # authenticate may have waited
             raise HandshakeRejected(HTTPStatus.SERVICE_UNAVAILABLE, "server shutting down")
         self._hold(key, request, user)
-
-    def admit_now(self, key: Any, request: Request) -> None:
-        """:meth:`admit` for a server without ``authenticate`` (it never waits), for
-        adapters whose handshake hook cannot wait."""
-        if self.handshake.admission.authenticate is not None:
-            raise RuntimeError("admit_now() is for a hub without authenticate")
-        self._check(request)
-        self._hold(key, request, None)
 
     def release(self, key: Any) -> None:
         """Free the place :meth:`admit` held for ``key`` (the upgrade did not happen)."""

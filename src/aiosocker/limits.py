@@ -128,7 +128,3 @@ class PerIp:
         idle = [ip for ip, b in self._buckets.items() if now - b._last > b.rate.burst]
         for ip in idle:
             del self._buckets[ip]
-
-    def open_from(self, ip: str) -> int:
-        """Connections counted for ``ip`` now."""
-        return self._open.get(ip, 0)
