@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import inspect
 import ipaddress
 import logging
@@ -224,6 +225,7 @@ def _host_matches(name: str, allowed: str) -> bool:
     return name == allowed
 
 
+@functools.lru_cache(maxsize=256)  # every request names the same few hosts
 def _is_loopback(name: str) -> bool:
     if name == "localhost" or name.endswith(".localhost"):
         return True

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Literal, TypeAlias
 
 from ..errors import SignalingError
 from .envelope import ChannelSpec, IceServer
+from .reuse import cached_addresses, new_peer_connection
 from .sdp import parse_candidate as check_candidate
 from .sdp import strip_mdns_candidates
 
@@ -50,7 +51,7 @@ def new_peer(
     public STUN server); with ``policy="relay"`` it gathers and uses relay candidates
     only (aiortc uses the first usable TURN URL of the list)."""
     import aiortc
-    from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection
+    from aiortc import RTCConfiguration, RTCIceServer
 
     servers = [
         RTCIceServer(
@@ -61,11 +62,11 @@ def new_peer(
         for s in ice_servers
     ]
     if policy == "all":
-        return RTCPeerConnection(RTCConfiguration(iceServers=servers))
+        return new_peer_connection(RTCConfiguration(iceServers=servers))
     policies = getattr(aiortc, "RTCIceTransportPolicy", None)
     if policies is None:  # pragma: no cover (older aiortc)
         raise RuntimeError(f"ice_transport_policy={policy!r} needs a newer aiortc")
-    return RTCPeerConnection(
+    return new_peer_connection(
         RTCConfiguration(iceServers=servers, iceTransportPolicy=policies.RELAY)
     )
 
@@ -128,7 +129,8 @@ def create_channel(pc: RTCPeerConnection, spec: ChannelSpec) -> RTCDataChannel:
 async def make_offer(pc: RTCPeerConnection) -> str:
     """Create an offer, set it locally, return its SDP (aiortc gathers all candidates
     first: it cannot trickle)."""
-    await pc.setLocalDescription(await pc.createOffer())
+    with cached_addresses():  # aiortc gathers in setLocalDescription
+        await pc.setLocalDescription(await pc.createOffer())
     return str(pc.localDescription.sdp)
 
 
@@ -146,7 +148,8 @@ async def accept_offer(pc: RTCPeerConnection, sdp: str) -> str:
     """Take the remote offer, answer it; return the answer's SDP. The sessions check
     the offer first (:class:`~aiosocker.rtc.sdp.CandidateGuard`)."""
     await _set_remote(pc, sdp, "offer")
-    await pc.setLocalDescription(await pc.createAnswer())
+    with cached_addresses():
+        await pc.setLocalDescription(await pc.createAnswer())
     return str(pc.localDescription.sdp)
 
 

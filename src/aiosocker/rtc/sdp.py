@@ -20,6 +20,7 @@ would read is one this module has seen.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence, Set
@@ -82,6 +83,7 @@ _THIS_NETWORK = ipaddress.IPv4Network("0.0.0.0/8")
 # -- addresses --------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=1024)  # a crowd's SDPs name the same few addresses
 def _ip(text: str) -> IPAddress | None:
     """``text`` as an IP address (an IPv4-mapped IPv6 address as its IPv4 one), or None."""
     try:
@@ -93,6 +95,7 @@ def _ip(text: str) -> IPAddress | None:
     return ip
 
 
+@functools.lru_cache(maxsize=1024)
 def address_kind(ip: IPAddress) -> AddressKind:
     """What kind of address ``ip`` is, for :class:`AddressPolicy`.
 
