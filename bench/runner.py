@@ -142,6 +142,7 @@ KEYS: tuple[Key, ...] = (
     _k("rtc_concurrent_opens", "opens", "rtc_concurrent", help="socker, all at once"),
     _k("rtc_concurrent_p50_ms", "ms", "rtc_concurrent"),
     _k("rtc_concurrent_p95_ms", "ms", "rtc_concurrent"),
+    _k("rtc_concurrent_ratio", "x", "rtc_concurrent", "<= 1.1", "p50: socker / raw, per round"),
     _k("rtc_opens_per_s", "open/s", "rtc_crowd", help="200 clients at once, 4 client procs"),
     _k("dc_raw_msgs_per_s", "msg/s", "dc", help="raw aiortc capacity: paced, <= 0.1 % lost"),
     _k("dc_raw_loss_pct", "%", "dc"),

@@ -196,34 +196,57 @@ def run_open(cfg: Config, results: Results) -> None:
 
 
 def run_concurrent(cfg: Config, results: Results) -> None:
-    """N clients started together (50; 10 under --quick): how many open, p50/p95 ms."""
+    """N clients started together (50; 10 under --quick): how many open, p50/p95 ms;
+    ``rtc_concurrent_ratio`` pairs each round's socker p50 with the raw one, and the
+    details carry each side's CPU per open (the server's from ``/proc``, the clients'
+    as this process's CPU time: where a difference comes from)."""
     clients = cfg.pick(50, 10)
     timeout = cfg.pick(60.0, 30.0)
     ice = ice_setup()
+
+    def measured(
+        concurrent: Callable[[ServerProcess, int, float], Coroutine[Any, Any, list[float | None]]],
+    ) -> Callable[[ServerProcess], Coroutine[Any, Any, Concurrent]]:
+        async def run(server: ServerProcess) -> Concurrent:
+            server0, client0 = server.cpu_seconds(), time.process_time()
+            times = await concurrent(server, clients, timeout)
+            return Concurrent(
+                times,
+                (server.cpu_seconds() - server0) * 1000 / clients,
+                (time.process_time() - client0) * 1000 / clients,
+            )
+
+        return run
+
     state = _run_interleaved(
         cfg,
-        {
-            RAW: lambda server: raw_concurrent(server, clients, timeout),
-            SOCKER: lambda server: socker_concurrent(server, clients, timeout),
-        },
-        rounds=cfg.pick(3, 1),
+        {RAW: measured(raw_concurrent), SOCKER: measured(socker_concurrent)},
+        rounds=cfg.pick(5, 1),
         budget_s=cfg.pick(120, 20),
-        warm=False,
+        warm=True,  # a first round of each pays for first calls in this process
     )
+    p50s: dict[str, list[float]] = {}
     for kind, prefix in ((RAW, "rtc_concurrent_raw_"), (SOCKER, "rtc_concurrent_")):
         keys = (f"{prefix}opens", f"{prefix}p50_ms", f"{prefix}p95_ms")
-        rounds = state.samples[kind]
+        rounds: list[Concurrent] = state.samples[kind]
         if not rounds:
             for key in keys:
                 _missing(results, key, state, kind)
             continue
-        opened = [sum(t is not None for t in times) for times in rounds]
-        merged = sorted(t for times in rounds for t in times if t is not None)
+        opened = [sum(t is not None for t in run.times) for run in rounds]
+        merged = sorted(t for run in rounds for t in run.times if t is not None)
+        p50s[kind] = [
+            _percentile(sorted(t for t in run.times if t is not None), 50)
+            for run in rounds
+            if any(t is not None for t in run.times)
+        ]
         detail: dict[str, Any] = {
             "clients": clients,
             "rounds": len(rounds),
             "timeout_s": timeout,
             "ice": ice,
+            "server_cpu_ms_per_open": [round(run.server_cpu_ms, 2) for run in rounds],
+            "client_cpu_ms_per_open": [round(run.client_cpu_ms, 2) for run in rounds],
         }
         if kind == SOCKER:
             detail["stage_timeout_s"] = STAGE_TIMEOUT
@@ -234,6 +257,27 @@ def run_concurrent(cfg: Config, results: Results) -> None:
         else:
             results.error(keys[1], "no client opened")
             results.error(keys[2], "no client opened")
+    if len(p50s) == 2 and len(p50s[RAW]) == len(p50s[SOCKER]):
+        results.put_ratio(
+            "rtc_concurrent_ratio",
+            p50s[SOCKER],
+            p50s[RAW],
+            clients=clients,
+            ice=ice,
+            how="per round: socker's p50 / raw aiortc's p50 (rounds interleaved)",
+        )
+    else:
+        _missing(results, "rtc_concurrent_ratio", state, SOCKER, RAW)
+
+
+@dataclass(frozen=True)
+class Concurrent:
+    """One round of opens started together: each one's ms (``None``: did not open) and
+    the CPU each side spent per client."""
+
+    times: list[float | None]
+    server_cpu_ms: float
+    client_cpu_ms: float
 
 
 def _percentile(sorted_values: list[float], pct: float) -> float:
