@@ -123,9 +123,14 @@ class _Lab:
             self.lab.loss(0)
             await client.stop()
 
+    async def _stop_servers(self) -> None:
+        # gather() inside the coroutine: made outside, its future would belong to
+        # another event loop than self.loop.
+        await asyncio.gather(*(p.stop() for p in self.servers), return_exceptions=True)
+
     def close(self) -> None:
         try:
-            self.run(asyncio.gather(*(p.stop() for p in self.servers), return_exceptions=True))
+            self.run(self._stop_servers())
         finally:
             if self.turn is not None:
                 self.turn.stop()
