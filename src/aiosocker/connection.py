@@ -127,6 +127,18 @@ class DirectSend(Protocol):
         """What :meth:`Transport.send` would have raised instead of ``exc``."""
 
 
+class TryWrite(Protocol):
+    """What a transport may offer besides :class:`Transport` so that
+    :meth:`Connection.write` hands a message to the socket at once when nothing waits
+    to be sent (no task, no queue: a broadcast to a thousand members costs a thousand
+    of these calls, not a thousand tasks)."""
+
+    def try_write(self, data: bytes) -> bool:
+        """Write ``data`` now and return ``True``, or return ``False`` (and write
+        nothing) when anything is still waiting to go out or the connection is not
+        open: the caller queues it then, behind what waits."""
+
+
 def _truncate(reason: str) -> str:
     encoded = reason.encode()
     if len(encoded) <= _MAX_REASON:
@@ -192,6 +204,7 @@ class Connection:
         "_text",
         "_timer",
         "_transport",
+        "_try_write",
         "_writer",
         "close_code",
         "close_reason",
@@ -234,6 +247,7 @@ class Connection:
             self._send, self._send_closed = transport.send, ConnectionClosedError
         else:
             self._send, self._send_closed = direct
+        self._try_write: Callable[[bytes], bool] | None = getattr(transport, "try_write", None)
         self._loop = asyncio.get_running_loop()
         self._max_queue = settings.max_queue
         self._budget = settings.max_memory
@@ -503,6 +517,13 @@ class Connection:
         """
         if self._closing:
             raise ConnectionClosedError(self.close_code, self.close_reason)
+        if self._writer is None and self._try_write is not None and self._try_write(data):
+            # Nothing was waiting and the socket took it: no queue, no task. What the
+            # socket library buffers past the kernel is one message at most: the next
+            # write finds it waiting and queues (counted in max_memory).
+            if self._meter is not None:
+                self._meter.sent(len(data))
+            return
         outbox = self._outbox = self._room(self._outbox, "queued; the peer is not keeping up")
         if self._held() + len(data) > self._budget:
             raise QueueFullError(

@@ -149,3 +149,18 @@ def collector(into: list[bytes], result: bool = False) -> Callable[[bytes], bool
         return result
 
     return collect
+
+
+def fill_write_queue(conn: aiosocker.Connection, peer: aiosocker.Connection) -> int:
+    """Make ``conn``'s peer (the client ``peer``, in this process) stop reading, then
+    ``conn.write()`` 64 KiB messages until it raises QueueFullError: the socket's
+    buffers take megabytes first (write() hands a message to the socket at once while
+    nothing waits). Returns how many went in. ``peer``'s
+    ``_transport.ws.transport.resume_reading()`` lets them through."""
+    peer._transport.ws.transport.pause_reading()  # type: ignore[attr-defined]
+    for written in range(5000):  # bounded: 320 MB, far past any socket buffer
+        try:
+            conn.write(written.to_bytes(4, "big") + bytes(2**16))
+        except aiosocker.QueueFullError:
+            return written
+    raise AssertionError("the write queue never filled")

@@ -20,7 +20,7 @@ from websockets.exceptions import ConnectionClosed
 import aiosocker
 from aiosocker import CloseCode
 
-from .conftest import HOST, Recorder, StartServer, collector, eventually
+from .conftest import HOST, Recorder, StartServer, collector, eventually, fill_write_queue
 
 # -- the exchange of the Go README ----------------------------------------------------
 
@@ -525,21 +525,49 @@ async def test_write_never_blocks_and_raises_queue_full(start_server: StartServe
 
 
 async def test_send_waits_for_a_full_write_queue(start_server: StartServer) -> None:
+    """write() hands a message to the socket at once while nothing waits; once the peer
+    stops reading, the socket's buffers fill, then the queue of 2, then write() raises
+    and send() waits for room. Everything arrives, in order, once the peer reads."""
     got: list[bytes] = []
     server = await start_server(lambda conn: None, max_queue=2)
     async with aiosocker.connect(server.url) as client:
         client.add(collector(got), name="only")
         await eventually(lambda: server.connections, what="the connection")
         (conn,) = server.connections.values()
-        conn.write(b"1")
-        conn.write(b"2")
-        with pytest.raises(aiosocker.QueueFullError):
-            conn.write(b"3")
-        async with asyncio.timeout(2):
-            await conn.send(b"3")  # waits for room instead
-        conn.write(b"4")
-        await eventually(lambda: len(got) == 4, what="four messages")
-    assert got == [b"1", b"2", b"3", b"4"]
+        conn.write(b"first")
+        await eventually(lambda: got == [b"first"], what="the first message")
+        written = fill_write_queue(conn, client)  # the peer stops reading
+        assert written >= 2
+        with pytest.raises(aiosocker.QueueFullError, match="max_queue=2"):
+            conn.write(b"one too many")
+        last = asyncio.ensure_future(conn.send(b"last"))
+        await asyncio.sleep(0.05)
+        assert not last.done()  # no room until the peer reads
+        client._transport.ws.transport.resume_reading()  # type: ignore[attr-defined]
+        await asyncio.wait_for(last, 10)
+        await eventually(lambda: len(got) == written + 2, what="every message")
+    assert got[0] == b"first" and got[-1] == b"last"
+    assert [int.from_bytes(m[:4], "big") for m in got[1:-1]] == list(range(written))
+
+
+async def test_write_goes_straight_to_the_socket_while_nothing_waits(
+    start_server: StartServer,
+) -> None:
+    """No writer task and no queue for a peer that keeps up (a broadcast to a thousand
+    members must not cost a thousand tasks)."""
+    got: list[bytes] = []
+    server = await start_server(lambda conn: None)
+    async with aiosocker.connect(server.url) as client:
+        client.add(collector(got), name="only")
+        await eventually(lambda: server.connections, what="the connection")
+        (conn,) = server.connections.values()
+        before = len(asyncio.all_tasks())
+        for i in range(100):
+            conn.write(i.to_bytes(2, "big"))
+        assert len(asyncio.all_tasks()) == before
+        assert not conn._outbox  # nothing queued
+        await eventually(lambda: len(got) == 100, what="100 messages")
+    assert [int.from_bytes(m, "big") for m in got] == list(range(100))
 
 
 async def test_write_and_send_after_close_raise(start_server: StartServer) -> None:

@@ -10,7 +10,7 @@ import pytest
 
 import aiosocker
 
-from .conftest import StartServer, collector, eventually
+from .conftest import StartServer, collector, eventually, fill_write_queue
 from .test_connections import stalled_peer
 
 
@@ -83,19 +83,21 @@ async def test_broadcast_never_waits_for_a_slow_peer(
     start_server: StartServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     server = await start_server(lobby_then_playing, max_queue=2)
-    async with aiosocker.connect(server.url) as slow, aiosocker.connect(server.url) as fast:
+    async with aiosocker.connect(server.url) as slow:
         slow.add(collector([]), name="inbox")
-        got: list[bytes] = []
-        fast.add(collector(got), name="inbox")
-        await eventually(lambda: len(server.connections) == 2, what="two connections")
-        # Fill one connection's queue (no await: its writer has not run yet).
-        full = next(iter(server.connections.values()))
-        full.write(b"1")
-        full.write(b"2")
-        with caplog.at_level(logging.WARNING, logger="aiosocker"):
-            assert await server.broadcast(b"news") == 1
-        assert any("not keeping up" in r.getMessage() for r in caplog.records)
-        await eventually(lambda: b"news" in got or len(got) >= 2, what="delivery")
+        await eventually(lambda: len(server.connections) == 1, what="the slow connection")
+        (full,) = server.connections.values()
+        async with aiosocker.connect(server.url) as fast:
+            got: list[bytes] = []
+            fast.add(collector(got), name="inbox")
+            await eventually(lambda: len(server.connections) == 2, what="two connections")
+            # The slow one stops reading: its socket buffers fill, then its queue of 2.
+            assert fill_write_queue(full, slow) >= 2
+            with caplog.at_level(logging.WARNING, logger="aiosocker"):
+                assert await server.broadcast(b"news") == 1
+            assert any("not keeping up" in r.getMessage() for r in caplog.records)
+            await eventually(lambda: b"news" in got, what="delivery to the fast one")
+        slow._transport.ws.transport.resume_reading()  # type: ignore[attr-defined]
 
 
 async def test_close_with_a_custom_code(start_server: StartServer) -> None:

@@ -102,6 +102,21 @@ class PicowsSocket(pw.WSListener):
     def latency(self) -> float:
         return self._latency
 
+    def try_write(self, data: bytes) -> bool:
+        """:class:`~aiosocker.connection.TryWrite`: only when nothing waits in the
+        socket's buffer (a paused transport, or bytes the kernel has not taken)."""
+        ws = self._ws
+        if (
+            ws is None
+            or self._writable is not None
+            or self._gone.done()
+            or self._book.sent
+            or ws.underlying_transport.get_write_buffer_size()
+        ):
+            return False
+        ws.send(_BINARY, data)
+        return True
+
     async def send(self, data: bytes) -> None:
         if self._gone.done() or self._book.sent:
             raise ConnectionClosedError(*self._book.outcome())
@@ -311,8 +326,10 @@ class PicowsSocket(pw.WSListener):
             self._read_paused = False
             ws.underlying_transport.resume_reading()
         if self._timer is None:
+            # Past close_timeout, drop the socket: a graceful disconnect would wait for
+            # a peer that never reads to take what is still buffered, forever.
             timeout = self._owner.hub.settings.close_timeout
-            self._timer = self._owner.loop.call_later(timeout, ws.disconnect)
+            self._timer = self._owner.loop.call_later(timeout, ws.disconnect, False)
 
     def _wake_writer(self) -> None:
         writable, self._writable = self._writable, None

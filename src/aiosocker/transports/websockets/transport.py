@@ -11,6 +11,7 @@ from typing import Any, TypeVar, cast
 from websockets.asyncio.connection import Connection as WsConnection
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import Close
+from websockets.protocol import State
 
 from ...connection import Connection
 from ...errors import ConnectionClosedError, close_outcome
@@ -72,6 +73,21 @@ class WebsocketsTransport:
     @property
     def latency(self) -> float:
         return self.ws.latency
+
+    def try_write(self, data: bytes) -> bool:
+        """:class:`~aiosocker.connection.TryWrite`: as ``websockets.broadcast()`` writes,
+        but only when nothing waits in the socket's buffer (so nothing is overtaken and
+        at most this one message sits outside the connection's ``max_memory``)."""
+        ws = self.ws
+        if (
+            ws.protocol.state is not State.OPEN
+            or getattr(ws, "send_in_progress", None) is not None  # a fragmented send
+            or ws.transport.get_write_buffer_size()
+        ):
+            return False
+        ws.protocol.send_binary(data)
+        ws.send_data()
+        return True
 
     async def send(self, data: bytes) -> None:
         try:
