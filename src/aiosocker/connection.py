@@ -509,7 +509,8 @@ class Connection:
         return False
 
     def write(self, data: bytes) -> None:
-        """Queue a binary message without blocking.
+        """Send a binary message without blocking: handed to the socket at once when
+        nothing waits to go out (no task, no queue), else queued behind what waits.
 
         Raises :class:`~aiosocker.QueueFullError` once ``max_queue`` messages or
         ``max_memory`` bytes wait: the peer reads slower than you write. Use :meth:`send`
