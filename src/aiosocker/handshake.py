@@ -70,43 +70,63 @@ class Headers(Mapping[str, str]):
 
     ``headers[name]`` and ``headers.get(name)`` give the first value; :meth:`get_all`
     gives them all (a doubled ``Origin`` must be seen, whatever the transport).
+
+    Made from another case-insensitive multi-valued mapping (one with ``get_all`` and
+    ``raw_items``, as websockets' ``Headers``), it reads through it instead of copying:
+    a server holds one copy of each connection's request headers, not two.
     """
 
-    __slots__ = ("_index", "_items")
+    __slots__ = ("_index", "_items", "_view")
 
     def __init__(self, items: Iterable[tuple[str, str]] | Mapping[str, str] = ()) -> None:
-        raw = getattr(items, "raw_items", None)  # websockets' Headers keep repeats there
-        pairs = raw() if raw is not None else items.items() if isinstance(items, Mapping) else items
-        self._items: tuple[tuple[str, str], ...] = tuple((str(k), str(v)) for k, v in pairs)
+        self._view: Any = None
+        self._items: tuple[tuple[str, str], ...] = ()
         self._index: dict[str, list[str]] = {}
+        if isinstance(items, Mapping) and all(
+            callable(getattr(items, method, None)) for method in ("get_all", "raw_items")
+        ):
+            self._view = items
+            return
+        raw = getattr(items, "raw_items", None)  # keeps repeats a mapping view drops
+        pairs = raw() if raw is not None else items.items() if isinstance(items, Mapping) else items
+        self._items = tuple((str(k), str(v)) for k, v in pairs)
         for name, value in self._items:
             self._index.setdefault(name.lower(), []).append(value)
 
     def __getitem__(self, name: str) -> str:
-        return self._index[name.lower()][0]
+        values = self.get_all(name)
+        if not values:
+            raise KeyError(name)
+        return values[0]
 
     def __contains__(self, name: object) -> bool:
+        if self._view is not None:
+            return name in self._view
         return isinstance(name, str) and name.lower() in self._index
 
     def __iter__(self) -> Iterator[str]:
         first: dict[str, str] = {}  # one name per header, as len() counts them
-        for name, _ in self._items:
+        for name, _ in self.raw_items():
             first.setdefault(name.lower(), name)
         return iter(first.values())
 
     def __len__(self) -> int:
-        return len(self._index)
+        return len(self._view) if self._view is not None else len(self._index)
 
     def get_all(self, name: str) -> list[str]:
         """Every value of ``name``, in the order received (empty if absent)."""
+        if self._view is not None:
+            return list(self._view.get_all(name))
         return list(self._index.get(name.lower(), ()))
 
     def raw_items(self) -> tuple[tuple[str, str], ...]:
         """Every (name, value) pair as received, repeats included."""
+        if self._view is not None:
+            return tuple(self._view.raw_items())
         return self._items
 
     def __repr__(self) -> str:
-        return f"Headers({list(self._items)!r})"
+        return f"Headers({list(self.raw_items())!r})"
 
 
 @dataclass(frozen=True, slots=True)

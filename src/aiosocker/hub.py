@@ -455,32 +455,29 @@ class Hub:
         ``resume=``, a token in the request resumes a parked session first, and the
         session is parked again when the connection drops."""
         self._runs += 1
-        try:
-            await self._run(conn, reader)
+        try:  # one coroutine, not two: servers hold thousands of these frames
+            prepare = await self._resume(conn) if self.settings.resume is not None else None
+            self._connections[conn.id] = conn
+            try:
+                if self._closing:  # its handshake finished while close() was running
+                    conn._close_soon(CloseCode.GOING_AWAY, "server shutting down")
+                else:
+                    await conn._start(self.setup, prepare)
+                await reader
+            finally:
+                rooms = self._rooms.leave_all(conn)
+                if not (conn.may_resume and await self._park(conn, rooms)):
+                    for room in rooms:
+                        if self.backend is not None:
+                            self.backend.left(room)
+                self._connections.pop(conn.id, None)  # last: parked first, if it may resume
+                ip = self._ip_of.pop(conn.id, None)
+                if ip is not None:
+                    self._per_ip.release(ip)
         finally:
             self._runs -= 1
             if not self._runs and self._idle is not None:
                 self._idle.set()
-
-    async def _run(self, conn: Connection, reader: Awaitable[None]) -> None:
-        prepare = await self._resume(conn) if self.settings.resume is not None else None
-        self._connections[conn.id] = conn
-        try:
-            if self._closing:  # its handshake finished while close() was running
-                conn._close_soon(CloseCode.GOING_AWAY, "server shutting down")
-            else:
-                await conn._start(self.setup, prepare)
-            await reader
-        finally:
-            rooms = self._rooms.leave_all(conn)
-            if not (conn.may_resume and await self._park(conn, rooms)):
-                for room in rooms:
-                    if self.backend is not None:
-                        self.backend.left(room)
-            self._connections.pop(conn.id, None)  # last: parked first, if it may resume
-            ip = self._ip_of.pop(conn.id, None)
-            if ip is not None:
-                self._per_ip.release(ip)
 
     # -- resume ----------------------------------------------------------------------
 

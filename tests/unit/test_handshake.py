@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import pytest
@@ -585,3 +586,45 @@ def test_async_authenticate_may_raise_its_own_status() -> None:
     with pytest.raises(HandshakeRejected) as caught:
         authenticated(Admission(authenticate=hook), Request("/"))
     assert caught.value.status == 429
+
+
+class MultiHeaders(RawHeaders, Mapping[str, str]):
+    """websockets' Headers, as far as Headers reads it: case-insensitive ``get_all``."""
+
+    def get_all(self, name: str) -> list[str]:
+        return [v for k, v in self.raw_items() if k.lower() == name.lower()]
+
+    def __getitem__(self, name: str) -> str:
+        raise AssertionError("repeated: websockets raises MultipleValuesError here")
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(["origin"])
+
+    def __len__(self) -> int:
+        return 1
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name.lower() == "origin"
+
+
+def test_headers_read_through_a_multi_valued_mapping_without_copying() -> None:
+    source = MultiHeaders()
+    headers = Headers(source)
+    assert headers._view is source  # one copy of the request's headers, not two
+    assert headers["ORIGIN"] == "http://a"  # the first value, not an error
+    assert headers.get_all("Origin") == ["http://a", "http://b"]
+    assert "origin" in headers and "host" not in headers
+    assert len(headers) == 1 and list(headers) == ["Origin"]
+    assert headers.raw_items() == (("Origin", "http://a"), ("Origin", "http://b"))
+    with pytest.raises(KeyError):
+        headers["host"]
+
+
+def test_headers_over_websockets_headers() -> None:
+    from websockets.datastructures import Headers as WsHeaders
+
+    source = WsHeaders([("Origin", "http://a"), ("origin", "http://b"), ("Host", "h")])
+    headers = Headers(source)
+    assert headers["origin"] == "http://a"
+    assert headers.get_all("ORIGIN") == ["http://a", "http://b"]
+    assert dict(headers) == {"Origin": "http://a", "Host": "h"}

@@ -26,9 +26,7 @@ WRITE_HIGH = 2**15
 
 def _request(ws: ServerConnection, raw: WsRequest) -> Request:
     method = getattr(raw, "method", "GET")  # websockets < 16 parses GET only
-    return Request.from_target(
-        raw.path, raw.headers.raw_items(), ws.remote_address, method, ws.local_address
-    )
+    return Request.from_target(raw.path, raw.headers, ws.remote_address, method, ws.local_address)
 
 
 def bounded_connection(max_memory: int) -> type[ServerConnection]:
