@@ -151,6 +151,10 @@ class Hub:
         self._ip_of: dict[str, str] = {}
         self._rooms: Rooms[Connection | Ghost] = Rooms()
         self._ghosts: dict[str, Ghost] = {}
+        # Live connections by the token their client would resume with, and the
+        # reconnects waiting for such a connection to be dropped and parked.
+        self._by_token: dict[str, Connection] = {}
+        self._handover: dict[str, asyncio.Future[None]] = {}
         self._background = Background()
         self._runs = 0  # connections between hub.run()'s start and end (parking included)
         self._idle: asyncio.Event | None = None
@@ -474,6 +478,7 @@ class Hub:
                 ip = self._ip_of.pop(conn.id, None)
                 if ip is not None:
                     self._per_ip.release(ip)
+                self._release_token(conn)
         finally:
             self._runs -= 1
             if not self._runs and self._idle is not None:
@@ -487,6 +492,9 @@ class Hub:
         token = _token_in(conn.request.query)
         claimed, fresh = None, ""
         if token:
+            old = self._by_token.get(token)
+            if old is not None:
+                await self._take_over(old, token)
             try:
                 claimed = await self.store.claim(token)
             except Exception as exc:
@@ -496,6 +504,7 @@ class Hub:
             elif claimed[1].overflowed:
                 claimed, fresh = None, "too many messages were sent while it was away"
         conn.resume_token = new_token()
+        self._by_token[conn.resume_token] = conn
         if claimed is not None:
             record, missed = claimed
             ghost = self._ghosts.get(record.id)
@@ -523,6 +532,36 @@ class Hub:
                 conn.write(data)
 
         return prepare
+
+    async def _take_over(self, old: Connection, token: str) -> None:
+        """The client is back with the token of a connection this process still holds:
+        its old socket is dead, but nothing has noticed yet (that may take a keepalive
+        timeout). Only that client knows the token, so drop the old socket now, without
+        a close frame (1006, as a vanished peer), let it park, then resume as usual."""
+        abort: Callable[[], None] | None = getattr(old._transport, "abort", None)
+        if abort is None:  # ASGI cannot drop a socket: this session starts fresh
+            return
+        logger.info(
+            "resume: the client came back; dropping its old connection %s",
+            old.id,
+            extra=old.log_context(),
+        )
+        parked = self._handover.get(token)
+        if parked is None:
+            parked = self._handover[token] = asyncio.get_running_loop().create_future()
+            abort()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(parked), self.settings.close_timeout)
+
+    def _release_token(self, conn: Connection) -> None:
+        token = conn.resume_token
+        if token is None:
+            return
+        if self._by_token.get(token) is conn:
+            del self._by_token[token]
+        parked = self._handover.pop(token, None)
+        if parked is not None and not parked.done():
+            parked.set_result(None)  # parked (or not): the reconnect may claim it now
 
     async def _park(self, conn: Connection, rooms: frozenset[str]) -> bool:
         """Park a dropped session for its resume; ``False`` if it could not be."""

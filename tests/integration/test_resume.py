@@ -5,6 +5,7 @@ rooms, stage and the broadcasts it missed; tokens work once and expire."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import pytest
@@ -72,6 +73,39 @@ async def test_a_dropped_client_resumes_where_it_was(start_server: StartServer) 
         await eventually(lambda: third.resume_token is not None, what="the RESUME frame")
         assert not third.resumed
         assert opened[2].id != server_side.id and opened[2].current == "hello"
+
+
+async def test_a_client_back_before_its_old_connection_dropped_takes_it_over(
+    start_server: StartServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The client reconnects with its token while the server still holds its old
+    connection (a dead socket nobody has noticed yet: no keepalive here). The server
+    drops the old one at once, parks it and hands the session to the new one."""
+    opened: list[aiosocker.Connection] = []
+    server = await start_server(game_setup, resume=5, on_open=opened.append, ping_interval=None)
+    got: list[bytes] = []
+    async with aiosocker.connect(server.url) as first:
+        first.add(collector(got), name="inbox")
+        await first.send(b"ann")
+        await first.send(b"move")
+        await eventually(lambda: got == [b"welcome", b"moved 1"], what="the game")
+        token = first.resume_token
+        assert token
+        again: list[bytes] = []
+        with caplog.at_level(logging.INFO, logger="aiosocker"):
+            async with aiosocker.connect(server.url, resume_token=token) as second:
+                second.add(collector(again), name="inbox")
+                await second.send(b"move")
+                await eventually(lambda: again == [b"moved 2"], what="the resumed game")
+                assert second.resumed
+                await asyncio.wait_for(first.wait_closed(), 5)  # dropped by the server
+                assert first.close_code == 1006
+                (conn,) = server.connections.values()
+                assert conn.id == opened[0].id and conn.state == {"name": "ann", "moves": 2}
+                assert conn.resumed and opened[0].closed
+                assert await server.members("match") == 1
+        assert any("came back" in r.getMessage() for r in caplog.records)
+    await eventually(lambda: not server.connections, what="the server to empty")
 
 
 async def test_an_expired_token_starts_fresh(start_server: StartServer) -> None:
