@@ -22,6 +22,7 @@ import contextlib
 import logging
 import time
 import weakref
+from collections import deque
 from collections.abc import (
     Awaitable,
     Callable,
@@ -158,7 +159,9 @@ class Hub:
         self._background = Background()
         self._runs = 0  # connections between hub.run()'s start and end (parking included)
         self._idle: asyncio.Event | None = None
-        self._keep_tail: asyncio.Future[Any] | None = None
+        # Broadcasts kept for parked sessions, stored in order by one task at a time.
+        self._kept: deque[tuple[str, bytes]] = deque()
+        self._keeper: asyncio.Future[Any] | None = None
         self.backend: Backend | None = None
         """Set before :meth:`start` to share rooms and broadcasts with other processes."""
         self.store: Store = MemoryStore()
@@ -285,20 +288,22 @@ class Hub:
         return sent
 
     def _keep(self, ghost: Ghost, data: bytes) -> None:
-        # One task per message, each awaiting the previous one: kept in order.
-        self._keep_tail = self._background.spawn(
-            self._keep_after(self._keep_tail, ghost.token, data)
-        )
+        self._kept.append((ghost.token, data))
+        if self._keeper is None:
+            self._keeper = self._background.spawn(self._keep_all())
 
-    async def _keep_after(
-        self, previous: asyncio.Future[Any] | None, token: str, data: bytes
-    ) -> None:
-        if previous is not None:
-            await asyncio.wait([previous])
+    async def _keep_all(self) -> None:
+        kept = self._kept
         try:
-            await self.store.missed(token, data)
-        except Exception as exc:  # the store is down: the message is lost for the resume
-            logger.warning("resume: a message for a parked session was lost: %r", exc)
+            while kept:
+                token, data = kept[0]
+                try:
+                    await self.store.missed(token, data)
+                except Exception as exc:  # the store is down: lost for the resume
+                    logger.warning("resume: a message for a parked session was lost: %r", exc)
+                kept.popleft()
+        finally:
+            self._keeper = None  # no await since the last look at kept: nothing strands
 
     def _from_backend(self, message: Broadcast) -> None:
         if self.backend is not None and message.origin != self.backend.origin:
