@@ -10,7 +10,7 @@ constructs it, and :func:`cached_addresses` answers aioice's address lookup from
 of :data:`ADDRESS_TTL` seconds while one of aiosocker's peers gathers.
 
 Both lean on aiortc's and aioice's internals and fall back to aiortc's own behaviour when
-those are not what they expect; ``tests/unit/test_rtc_reuse.py`` fails if they stop
+those are not what they expect; ``tests/integration/test_rtc_reuse.py`` fails if they stop
 taking effect.
 """
 
