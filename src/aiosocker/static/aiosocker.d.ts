@@ -107,6 +107,10 @@ export declare class Connection {
   constructor(url?: string, options?: ConnectionOptions);
   /** The resolved ws:// or wss:// URL. */
   readonly url: string;
+  /** The WebSocket subprotocols open() passes (options.protocols). */
+  readonly protocols: string | string[] | undefined;
+  /** Milliseconds the WebSocket handshake may take (options.openTimeout). */
+  readonly openTimeout: number;
   /** The WebSocket, once open() was called. */
   readonly socket: WebSocket | null;
   readonly state: ConnectionState;
@@ -151,6 +155,8 @@ export declare class Connection {
   readonly names: string[];
   /** Stages entered, oldest first (a copy). */
   readonly history: HistoryEntry[];
+  /** How many entries history keeps. */
+  historyLimit: number;
   readonly closed: boolean;
   /** Bytes queued in the WebSocket. */
   readonly bufferedAmount: number;
@@ -202,6 +208,14 @@ export interface ReconnectingOptions extends ConnectionOptions {
 export interface Reconnecting {
   /** The resolved ws:// URL (without ?resume=). */
   readonly url: string;
+  /** Runs on each new connection before it opens. */
+  readonly setup: ((conn: Connection) => void | Promise<void>) | null;
+  /** The backoff between attempts, defaults filled in. */
+  readonly backoff: Readonly<Required<Backoff>>;
+  /** Failures to open in a row after which it stops for good. */
+  readonly maxFailures: number;
+  /** Options of each Connection (protocols, openTimeout, historyLimit, maxDeferred). */
+  readonly options: Omit<ConnectionOptions, "resumeToken">;
   /** The current connection (or the last one); null before the first attempt. */
   readonly conn: Connection | null;
   /** The token the next connection resumes with (null: a fresh session). */
@@ -479,6 +493,22 @@ export declare class Channel {
 export declare class RtcSession {
   constructor(conn: Connection, options?: RtcOptions);
   readonly conn: Connection;
+  /** Passed to RTCPeerConnection with each offer, before offeredIceServers. */
+  iceServers: RTCIceServer[];
+  /** "all" or "relay" (TURN relay candidates only), passed to RTCPeerConnection. */
+  iceTransportPolicy: RTCIceTransportPolicy;
+  /** Milliseconds each rtc stage may take (the stages were added with it). */
+  readonly timeout: number;
+  /** Bound on the wait for ICE gathering before the ANSWER goes, in ms. */
+  gatherTimeout: number;
+  /** The options each new Channel is made with. */
+  readonly channelOptions: {
+    batch: boolean;
+    maxFrame: number;
+    maxBuffered: number;
+    pingInterval: number | null;
+    channelTimeout: number | null;
+  };
   /** The RTCPeerConnection (null before the first offer and after close). */
   readonly pc: RTCPeerConnection | null;
   /** The channels of the last offer. */

@@ -129,6 +129,13 @@ export function control(frame) {
 
 // -- latest-wins sending --
 
+/** maxKeys of a Latest, checked: an integer >= 1 (RangeError naming it name). Internal:
+ *  Channel's maxLatest setter checks with it too. */
+export function checkMaxKeys(value, name = "maxKeys") {
+  if (!Number.isInteger(value) || value < 1) throw new RangeError(`${name} must be an integer >= 1, got ${value}`);
+  return value;
+}
+
 const cost = (n) => n + (n < 0x80 ? 1 : n < 0x4000 ? 2 : varint(n).length);
 
 /**
@@ -139,8 +146,7 @@ const cost = (n) => n + (n < 0x80 ? 1 : n < 0x4000 ? 2 : varint(n).length);
  */
 export class Latest {
   constructor(maxKeys = DEFAULT_MAX_LATEST) {
-    if (!Number.isInteger(maxKeys) || maxKeys < 1) throw new RangeError(`maxKeys must be an integer >= 1, got ${maxKeys}`);
-    this.maxKeys = maxKeys;
+    this.maxKeys = checkMaxKeys(maxKeys);
     this._messages = new Map(); // insertion order: a replaced value keeps its place
     this._bytes = 0;
   }

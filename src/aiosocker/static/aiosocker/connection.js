@@ -3,7 +3,7 @@
 // the message queue, the stage timers, the hooks and the session's resume token.
 
 import {
-  CloseCode, ConnectionClosedError, OutOfStagesError, QueueFullError, SignalingError, SockerError, StageTimeoutError,
+  CloseCode, checkCloseCode, ConnectionClosedError, OutOfStagesError, QueueFullError, SignalingError, SockerError, StageTimeoutError,
 } from "./errors.js";
 import { asBytes, typeName, utf8Encoder } from "./bytes.js";
 import { MessageType, VERSION, decode as decodeSignaling, isSignaling, resumeToken as checkToken } from "./envelope.js";
@@ -11,11 +11,11 @@ import { addHook, runHooks } from "./hooks.js";
 import { Stages } from "./stages.js";
 
 /** The query parameter a reconnecting client puts its token in (aiosocker.resume.QUERY_KEY). */
-export const RESUME_QUERY_KEY = "resume";
+const RESUME_QUERY_KEY = "resume";
 
 /** Close codes after which a session may be resumed (aiosocker.connection.RESUMABLE);
  *  also 1011 with the reason "keepalive ping timeout". */
-export const RESUMABLE = Object.freeze([CloseCode.GOING_AWAY, CloseCode.ABNORMAL]);
+const RESUMABLE = Object.freeze([CloseCode.GOING_AWAY, CloseCode.ABNORMAL]);
 const KEEPALIVE = "keepalive ping timeout";
 
 /** Cut a close reason to the 123 bytes of UTF-8 a close frame carries. */
@@ -228,9 +228,7 @@ export class Connection {
   /** Close with code (1000 or 3000-4999: what browsers allow) and reason (cut to 123
    *  bytes); resolves with {code, reason} once closed. */
   close(code = CloseCode.NORMAL, reason = "") {
-    if (code !== 1000 && !(Number.isInteger(code) && code >= 3000 && code <= 4999)) {
-      throw new RangeError(`a browser may close only with 1000 or 3000-4999, got ${code}`);
-    }
+    checkCloseCode(code);
     if (this.state === "new") {
       this._ended(code, reason);
     } else if (this.state === "connecting" || this.state === "open") {

@@ -56,3 +56,11 @@ export const CloseCode = Object.freeze({
   BAD_SIGNALING: 4400,
   STAGE_TIMEOUT: 4408,
 });
+
+/** RangeError unless code is one a browser may close with: 1000 or 3000-4999.
+ *  Internal: Connection.close and Reconnecting.stop check their code with it. */
+export function checkCloseCode(code) {
+  if (code !== 1000 && !(Number.isInteger(code) && code >= 3000 && code <= 4999)) {
+    throw new RangeError(`a browser may close only with 1000 or 3000-4999, got ${code}`);
+  }
+}

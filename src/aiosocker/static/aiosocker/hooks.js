@@ -10,14 +10,18 @@ export function addHook(list, fn, what) {
   return () => { const i = list.indexOf(fn); if (i >= 0) list.splice(i, 1); };
 }
 
+// Call fn(...args) without breaking the caller: an error it throws, or a promise it
+// returns that rejects, is logged as "aiosocker: <what> failed".
+export function callLogged(what, fn, ...args) {
+  try {
+    const result = fn(...args);
+    if (result && typeof result.then === "function") result.then(undefined, (err) => console.error(`aiosocker: ${what} failed`, err));
+  } catch (err) {
+    console.error(`aiosocker: ${what} failed`, err);
+  }
+}
+
 // Hooks must not break the caller: errors and rejected promises are logged.
 export function runHooks(list, ...args) {
-  for (const fn of [...list]) {
-    try {
-      const result = fn(...args);
-      if (result && typeof result.then === "function") result.then(undefined, (err) => console.error("aiosocker: hook failed", err));
-    } catch (err) {
-      console.error("aiosocker: hook failed", err);
-    }
-  }
+  for (const fn of [...list]) callLogged("hook", fn, ...args);
 }

@@ -14,17 +14,17 @@
 // browsers hide why a handshake failed (a 403 and a dead server look the same), so
 // instead of stopping on a refusal it stops after maxFailures failures in a row.
 
-import { CloseCode, SockerError } from "./errors.js";
+import { CloseCode, checkCloseCode, SockerError } from "./errors.js";
 import { typeName } from "./bytes.js";
 import { resumeToken as checkToken } from "./envelope.js";
 import { addHook, runHooks } from "./hooks.js";
 import { Connection, webSocketUrl } from "./connection.js";
 
 /** Delays between attempts, in ms, as Python's Backoff (which uses seconds). */
-export const DEFAULT_BACKOFF = Object.freeze({ initial: 500, maximum: 30000, factor: 2, jitter: 0.5 });
+const DEFAULT_BACKOFF = Object.freeze({ initial: 500, maximum: 30000, factor: 2, jitter: 0.5 });
 
 /** A validated backoff: defaults filled in; RangeError as Python's Backoff. */
-export function backoffOf(backoff = {}) {
+function backoffOf(backoff = {}) {
   if (backoff === null || typeof backoff !== "object") throw new TypeError(`backoff must be an object, got ${typeName(backoff)}`);
   const { initial, maximum, factor, jitter } = { ...DEFAULT_BACKOFF, ...backoff };
   for (const [name, value] of Object.entries({ initial, maximum, factor, jitter })) {
@@ -37,7 +37,7 @@ export function backoffOf(backoff = {}) {
 
 /** An endless series of delays (ms): initial, growing by factor up to maximum, each
  *  shortened by up to jitter (a fraction) at random so clients don't reconnect in step. */
-export function* backoffDelays(backoff = {}, random = Math.random) {
+function* backoffDelays(backoff = {}, random = Math.random) {
   const { initial, maximum, factor, jitter } = backoffOf(backoff);
   let delay = initial;
   for (;;) {
@@ -95,9 +95,7 @@ export class Reconnecting {
    *  3000-4999) and reason; resolves once stopped. A 1000 close is final: the server
    *  does not keep the session. */
   stop(code = CloseCode.NORMAL, reason = "") {
-    if (code !== 1000 && !(Number.isInteger(code) && code >= 3000 && code <= 4999)) {
-      throw new RangeError(`a browser may close only with 1000 or 3000-4999, got ${code}`);
-    }
+    checkCloseCode(code);
     if (!this.stopped) {
       this.stopped = true;
       this._wake?.();

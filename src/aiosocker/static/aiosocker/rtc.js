@@ -4,9 +4,9 @@
 
 import { SignalingError } from "./errors.js";
 import { asBytes, typeName } from "./bytes.js";
-import { addHook, runHooks } from "./hooks.js";
+import { addHook, callLogged, runHooks } from "./hooks.js";
 import { channelOptions, decode, encode, isReliable, isSignaling, rtcIceServers } from "./envelope.js";
-import { DEFAULT_MAX_LATEST, DEFAULT_MAX_SIZE, Latest, PING, PONG, control, pack, ping, pong, unpack } from "./batch.js";
+import { DEFAULT_MAX_LATEST, DEFAULT_MAX_SIZE, Latest, checkMaxKeys, PING, PONG, control, pack, ping, pong, unpack } from "./batch.js";
 import { Connection } from "./connection.js";
 
 const MAX_OUTSTANDING = 64; // unanswered PING ids remembered (a PONG names one of them)
@@ -101,8 +101,7 @@ export class Channel {
   /** Keys sendLatest keeps a waiting message for at most (1024). */
   get maxLatest() { return this._latest.maxKeys; }
   set maxLatest(value) {
-    if (!Number.isInteger(value) || value < 1) throw new RangeError(`maxLatest must be an integer >= 1, got ${value}`);
-    this._latest.maxKeys = value;
+    this._latest.maxKeys = checkMaxKeys(value, "maxLatest");
   }
   /** Keys whose newest message waits for the link to drain. */
   get latestPending() { return this._latest.size; }
@@ -287,14 +286,7 @@ export class Channel {
     this.received += messages.length;
     const handler = this._session._handlerFor(this.label);
     if (!handler) return;
-    for (const message of messages) {
-      try {
-        const result = handler(message, this.label);
-        if (result && typeof result.then === "function") result.then(undefined, (err) => console.error(`aiosocker: channel '${this.label}' handler failed`, err));
-      } catch (err) {
-        console.error(`aiosocker: channel '${this.label}' handler failed`, err);
-      }
-    }
+    for (const message of messages) callLogged(`channel '${this.label}' handler`, handler, message, this.label);
   }
 }
 
@@ -406,7 +398,7 @@ export class RtcSession {
 
   /** Send on channel label (default: the first); false if dropped (see Channel.send). */
   send(data, label = null) {
-    const channel = this.channels.get(label ?? this.specs[0]?.label);
+    const channel = this.channels.get(this._labelOf(label));
     if (!channel) {
       asBytes(data); // a string is a bug even before the channel opens
       return false;
@@ -418,7 +410,7 @@ export class RtcSession {
    *  the link is congested only the newest unsent message per key waits (see
    *  Channel.sendLatest); false if dropped. */
   sendLatest(key, data, label = null) {
-    const channel = this.channels.get(label ?? this.specs[0]?.label);
+    const channel = this.channels.get(this._labelOf(label));
     if (!channel) {
       asBytes(data);
       return false;
@@ -428,7 +420,7 @@ export class RtcSession {
 
   /** The channel called label (default: the first); throws if it has not arrived. */
   channel(label = null) {
-    const name = label ?? this.specs[0]?.label;
+    const name = this._labelOf(label);
     const channel = this.channels.get(name);
     if (!channel) throw new RangeError(`channel '${name}' is not open yet (stage '${this.conn.current}')`);
     return channel;
@@ -466,12 +458,12 @@ export class RtcSession {
   // -- stages --
 
   async _rtcOffer(message) {
-    const servers = decode(message); // SignalingError on garbage: the connection closes 4400
-    if (servers.type === "ICE_SERVERS") { // for the OFFER that follows
-      this.offeredIceServers = rtcIceServers(servers.servers);
+    const frame = decode(message); // SignalingError on garbage: the connection closes 4400
+    if (frame.type === "ICE_SERVERS") { // for the OFFER that follows
+      this.offeredIceServers = rtcIceServers(frame.servers);
       return false;
     }
-    const offer = this._expect(message, "OFFER");
+    const offer = this._expect(frame, "OFFER");
     this._asked = false;
     this._closePeer();
     this.specs = offer.channels;
@@ -513,7 +505,7 @@ export class RtcSession {
   }
 
   _rtcOpen(message) {
-    this._expect(message, "OPEN");
+    this._expect(decode(message), "OPEN"); // SignalingError on garbage: the connection closes 4400
     this.opened++;
     runHooks(this._hooks.open, this);
     return true;
@@ -521,8 +513,8 @@ export class RtcSession {
 
   // -- plumbing --
 
-  _expect(frame, type) {
-    const message = decode(frame); // SignalingError on garbage: the connection closes 4400
+  // The decoded signaling message, if it is of type; else SignalingError.
+  _expect(message, type) {
     if (message.type === type) return message;
     if (message.type === "ERROR") throw new SignalingError(`peer reported error ${message.code}: ${message.reason}`);
     throw new SignalingError(`expected ${type} in stage '${this.conn.current}', got ${message.type}`);
@@ -579,6 +571,9 @@ export class RtcSession {
     this._openSent = true;
     this.conn.send(encode({ type: "OPEN" }));
   }
+
+  // A label, or null: the first channel of the offer.
+  _labelOf(label) { return label ?? this.specs[0]?.label; }
 
   _handlerFor(label) {
     return this._handlers.get(label) ?? (label === this.specs[0]?.label ? this._handlers.get(null) : undefined);
