@@ -43,6 +43,17 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def run_delay(pid: int | str) -> float:
+    """Seconds ``pid``'s main thread has waited, runnable, for a CPU: other work on the
+    machine (``/proc/<pid>/schedstat``'s second field; ``pid`` may be ``"self"``); 0
+    where the kernel does not say."""
+    try:
+        with open(f"/proc/{pid}/schedstat") as f:
+            return int(f.read().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
 def rss_kib(pid: int) -> int:
     """Resident set size of ``pid`` from ``/proc/<pid>/status`` (VmRSS, KiB)."""
     with open(f"/proc/{pid}/status") as f:

@@ -29,7 +29,8 @@ REDIS_ENV = "BENCH_REDIS_URL"
 """The Redis URL the ``redis-socker`` kind serves with (set by the bench for its child)."""
 RESUME_GRACE_S = 15.0
 """``serve(..., resume=)`` of the resume figure's servers."""
-LATENCY_ROOM = "lat"
+LATENCY_ROOM = "match"
+"""The room ``hello:NAME`` joins on a ``redis-socker`` server; the latency bursts go to it."""
 _STAMP = struct.Struct(">Id")  # sequence number, time.time() at the broadcast call
 
 HELLO = b"hello"

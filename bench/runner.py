@@ -244,6 +244,14 @@ def summarize(samples: Sequence[float]) -> dict[str, Any]:
     }
 
 
+def percentile(xs: Iterable[float], q: float) -> float:
+    """The value at rank ``int(q * n)`` of ``xs`` sorted (``q`` in 0..1, nearest rank, no
+    interpolation: a latency that happened); NaN if empty. The rtc figures keep their
+    own, interpolated (:func:`bench.figures.rtc._percentile`)."""
+    ys = sorted(xs)
+    return ys[min(len(ys) - 1, int(q * len(ys)))] if ys else float("nan")
+
+
 def paired_ratios(numerator: Sequence[float], denominator: Sequence[float]) -> list[float]:
     """``a_i / b_i`` for the rounds both sides completed (round i ran A and B back to back)."""
     return [a / b for a, b in zip(numerator, denominator, strict=False) if b]
@@ -275,7 +283,7 @@ def interleave(
     rounds: int,
     *,
     budget_s: float,
-    warmup: Callable[[str], None] | None = None,
+    warmup: Callable[[str], object] | None = None,
 ) -> Interleaved:
     """Run every variant once per round, rounds interleaved: A B, B A, A B, ...
 

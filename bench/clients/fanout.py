@@ -9,8 +9,9 @@ prints ``OPEN <seconds>``, then serves one command a line on stdin until it clos
 bytes); every connection then reads until it has ``count`` frames, or ``timeout``
 passes. One line answers: ``RESULT <json>`` with the frames delivered, the connections
 that got all of theirs, the wall clock (``time.time()``) of the first and the last
-arrival, and this process's CPU share over the round (near 1.0: the receivers, not the
-server, may have been the limit).
+arrival, whether the timeout passed first, bytes past ``count`` frames, and this
+process's CPU share over the round (near 1.0: the receivers, not the server, may have
+been the limit).
 
 The servers send nothing but the broadcasts (no keepalive pings), so a connection's
 frames are counted by their bytes (every frame has the same size); one ``epoll``, one
@@ -55,7 +56,6 @@ def receive_round(
     first = last = 0.0
     closed = 0
     cpu0, wall0 = time.process_time(), time.perf_counter()
-    sent_at = time.time()
     socks[0].send(frame(go_message(n, count, size)))
     deadline = time.monotonic() + timeout
     try:
@@ -97,7 +97,6 @@ def receive_round(
         "complete": complete,
         "closed": closed,
         "extra_bytes": over,
-        "go_sent": sent_at,
         "first": first,
         "last": last,
         "receivers_cpu": round(cpu / wall, 4) if wall else None,

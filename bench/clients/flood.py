@@ -4,8 +4,9 @@
 16 B echo request at 100 Hz, spread evenly, for the window, on plain non-blocking
 sockets with one ``epoll``. A request's latency is the reply's arrival (the kernel's
 receive timestamp, ``SO_TIMESTAMPNS``) minus the wall clock read right before its
-``send()``; requests still unanswered at the end count with ``end - sent`` (a lower
-bound), so a stalled server shows in the tail instead of vanishing from it.
+``send()``; requests still unanswered at the end, and those the socket refused
+(``EAGAIN``: the server stopped reading), count with ``end - sent`` (a lower bound), so
+a stalled server shows in the tail instead of vanishing from it.
 
 :class:`Flooder`: optionally, a sixth client in a thread starts partway into the window
 and, never saying hello, sends tiny frames (1 B payload) as fast as the socket takes
@@ -24,6 +25,7 @@ from array import array
 from typing import Any
 
 from ..rooms_common import HELLO
+from ..runner import percentile
 from .rooms import SO_TIMESTAMPNS, split_frames
 from .ws import CHUNK_BYTES, connect, frame
 
@@ -91,11 +93,6 @@ class Flooder(threading.Thread):
         }
 
 
-def _percentile(xs: list[float], q: float) -> float:
-    ys = sorted(xs)
-    return ys[min(len(ys) - 1, int(q * len(ys)))] if ys else float("nan")
-
-
 def echo_window(
     port: int,
     seconds: float,
@@ -149,12 +146,12 @@ def echo_window(
                 seq, i = divmod(k, clients)
                 k += 1
                 t = time.time()
+                sent_at[i][seq] = t  # a send the socket refused counts too: never answered
                 try:
                     socks[i].send(requests[i][seq])
                 except BlockingIOError:
                     blocked += 1
                     continue
-                sent_at[i][seq] = t
                 sent += 1
             wait = max(0.0, min(0.002, t0 + k / rate - time.perf_counter()))
             for fd, _ in poller.poll(wait):
@@ -199,8 +196,8 @@ def echo_window(
                 lat.append((finished - t) * 1e3)
                 unanswered += 1
     return {
-        "p50_ms": _percentile(lat, 0.50),
-        "p99_ms": _percentile(lat, 0.99),
+        "p50_ms": percentile(lat, 0.50),
+        "p99_ms": percentile(lat, 0.99),
         "max_ms": max(lat) if lat else float("nan"),
         "requests": len(lat),
         "unanswered": unanswered,

@@ -54,7 +54,7 @@ from ..players_common import (
     join_message,
     socketio_input,
 )
-from ..procs import CLK_TCK, raise_nofile
+from ..procs import CLK_TCK, raise_nofile, run_delay
 from .ws import frame, read_upgrade_response, upgrade_request
 
 PROTOCOLS = ("socker", "socketio", "socketio-binary")
@@ -62,16 +62,6 @@ BATCH = 100
 """Connections opened per batch (upgrade requests sent, then their answers read)."""
 _STAMP = struct.Struct(">d")
 _TIMESPEC = struct.Struct("@qq")
-
-
-def run_delay(pid: int | str) -> float:
-    """Seconds ``pid``'s main thread has waited, runnable, for a CPU
-    (``/proc/<pid>/schedstat``; 0 where the kernel does not say)."""
-    try:
-        with open(f"/proc/{pid}/schedstat") as f:
-            return int(f.read().split()[1]) / 1e9
-    except (OSError, IndexError, ValueError):
-        return 0.0
 
 
 SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)

@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..procs import ServerProcess, udp_drops
+from ..procs import ServerProcess, run_delay, udp_drops
 from ..rtc_common import STAGE_TIMEOUT, rtc_config
 from ..runner import log
 
@@ -41,16 +41,6 @@ DC_MAX_LOSS_PCT = 0.1
 DC_MAX_LAG = 0.1
 """... and the sender kept its pace: it offered the last message at most this share of
 the duration late (else the sending process, not the link, was the limit)."""
-
-
-def run_wait(pid: int) -> float:
-    """Seconds ``pid``'s main thread has waited, runnable, for a CPU (schedstat's second
-    field); 0 where ``/proc`` does not say."""
-    try:
-        with open(f"/proc/{pid}/schedstat") as f:
-            return int(f.read().split()[1]) / 1e9
-    except (OSError, ValueError, IndexError):
-        return 0.0
 
 
 # -- the raw baseline ------------------------------------------------------------------
@@ -177,7 +167,7 @@ async def raw_dc_trial(
     peer = await asyncio.wait_for(raw_open(server.port), limit_s)
     cpu0 = server.cpu_seconds()
     drops0 = udp_drops(server.pid)
-    wait0 = run_wait(server.pid)
+    wait0 = run_delay(server.pid)
     try:
         channel = peer.channel
 
@@ -190,7 +180,7 @@ async def raw_dc_trial(
         stats = json.loads(await asyncio.wait_for(peer.ws.recv(), 5))
         drops = udp_drops(server.pid) - drops0
         cpu = server.cpu_seconds() - cpu0
-        wait = run_wait(server.pid) - wait0
+        wait = run_delay(server.pid) - wait0
     finally:
         await peer.close()
     return DcSample.of(
@@ -421,7 +411,7 @@ async def socker_dc_trial(
     peer = await asyncio.wait_for(socker_open(server.port), limit_s)
     cpu0 = server.cpu_seconds()
     drops0 = udp_drops(server.pid)
-    wait0 = run_wait(server.pid)
+    wait0 = run_delay(server.pid)
     try:
         channel = peer.session.channel()
 
@@ -434,7 +424,7 @@ async def socker_dc_trial(
         stats = await peer.stats()
         drops = udp_drops(server.pid) - drops0
         cpu = server.cpu_seconds() - cpu0
-        wait = run_wait(server.pid) - wait0
+        wait = run_delay(server.pid) - wait0
     finally:
         await peer.close()
     return DcSample.of(

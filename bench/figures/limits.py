@@ -4,7 +4,8 @@ floods tiny frames, with ``serve(..., rate=aiosocker.Rate(messages=200))`` and w
 Two ``flood-socker`` servers (:mod:`bench.servers.limits`, websockets transport, on the
 last CPU): mode ``limited`` (the rate, 1 s of burst; past it 4429) and ``unlimited``. The
 clients (:mod:`bench.clients.flood`, on the first CPU) say hello, then echo 16 B at
-100 Hz each for the window. A round runs, on each server, a quiet window, then the same
+100 Hz each for the window. After a warm-up (a short quiet window on each server, not
+kept), a round runs, on each server, a quiet window, then the same
 window with a sixth client that starts 0.5 s in and sends 200,000 frames of 1 B without
 ever saying hello (the chain's first stage ignores them: the cost is the server's, per
 frame). Between windows the bench waits for the server's CPU to go quiet. The figure is
@@ -19,10 +20,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..clients.flood import echo_window
-from ..procs import ServerProcess, pinned, usable_cpus
+from ..procs import ServerProcess, pinned, run_delay, usable_cpus
 from ..rooms_common import FLOOD_RATE_MESSAGES
 from ..runner import Config, Results, interleave, log
-from .rooms import run_delay
 
 KIND = "flood-socker"
 MODES = ("limited", "unlimited")
@@ -38,6 +38,10 @@ class FloodSample:
     flood: dict[str, Any]
     server_wait: float
     """Share of the flooded window the server waited for a CPU (other work)."""
+    unanswered: tuple[int, int]
+    """Echo requests never answered (quiet, flooded), refused sends included ..."""
+    blocked_sends: tuple[int, int]
+    """... of which the clients' sockets refused (``EAGAIN``): the server stopped reading."""
 
 
 def settle(server: ServerProcess, limit_s: float = 10.0) -> None:
@@ -67,6 +71,8 @@ def flood_round(server: ServerProcess, seconds: float) -> FloodSample:
         flood["p50_ms"],
         flood["flood"] or {},
         wait,
+        (quiet["unanswered"], flood["unanswered"]),
+        (quiet["blocked_sends"], flood["blocked_sends"]),
     )
 
 
@@ -83,6 +89,8 @@ def run_flood(cfg: Config, results: Results) -> None:
                 {mode: (lambda r, s=servers[mode]: flood_round(s, seconds)) for mode in MODES},
                 cfg.pick(5, 2),
                 budget_s=cfg.pick(90, 20),
+                # round 0's quiet window, the first, would pay for first calls otherwise
+                warmup=lambda mode: echo_window(servers[mode].port, 0.5),
             )
     finally:
         for server in servers.values():
@@ -122,6 +130,8 @@ def run_flood(cfg: Config, results: Results) -> None:
             quiet_p50_ms=[round(s.quiet_p50, 3) for s in samples],
             flood_p50_ms=[round(s.flood_p50, 3) for s in samples],
             server_wait=[round(s.server_wait, 3) for s in samples],
+            unanswered_quiet_flood=[list(s.unanswered) for s in samples],
+            blocked_sends_quiet_flood=[list(s.blocked_sends) for s in samples],
             **detail,
         )
         results.put_samples(quiet_key, quiet, mode=mode)

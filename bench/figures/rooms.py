@@ -47,9 +47,18 @@ from ..clients import redis_pub
 from ..clients import rooms as roomclient
 from ..clients.players import cpu_times
 from ..clients.ws import frame
-from ..procs import ServerProcess, raise_nofile, usable_cpus
-from ..rooms_common import REDIS_ENV
-from ..runner import ROOT, Config, Interleaved, Results, Unavailable, interleave, log
+from ..procs import ServerProcess, raise_nofile, run_delay, usable_cpus
+from ..rooms_common import LATENCY_ROOM, REDIS_ENV
+from ..runner import (
+    ROOT,
+    Config,
+    Interleaved,
+    Results,
+    Unavailable,
+    interleave,
+    log,
+    percentile,
+)
 
 RAW = "fanout-raw"
 SOCKER = "fanout-socker"
@@ -128,15 +137,6 @@ class Child:
         self._err.close()
 
 
-def run_delay(pid: int) -> float:
-    """Seconds ``pid`` waited, runnable, for a CPU (``/proc/<pid>/schedstat``)."""
-    try:
-        with open(f"/proc/{pid}/schedstat") as f:
-            return int(f.read().split()[1]) / 1e9
-    except (OSError, IndexError, ValueError):
-        return 0.0
-
-
 # -- fan-out -------------------------------------------------------------------------------
 
 
@@ -193,8 +193,14 @@ class FanoutRig:
         got = json.loads(self.receivers.expect("RESULT", timeout + 10))
         cpu1, wait1, t1 = server.cpu_seconds(), run_delay(server.pid), time.perf_counter()
         sys1 = cpu_times(server.pid)[1]
+        if got["timed_out"]:
+            # "last" is then the last complete receiver's, not the round's end; and the
+            # late frames would land in the next round: drop the rig (interleave's error)
+            raise RuntimeError(f"{server.kind}: receivers timed out after {timeout:g} s ({got})")
         if got["delivered"] < got["expected"]:
             log(f"{server.kind}: {got['delivered']} of {got['expected']} delivered: {got}")
+        if got["extra_bytes"]:
+            log(f"{server.kind}: {got['extra_bytes']} bytes past the round's frames: {got}")
         if not got["delivered"] or not got["last"]:
             raise RuntimeError(f"{server.kind}: nothing delivered ({got})")
         return FanoutSample(
@@ -379,11 +385,6 @@ def redis_servers(url: str, mode: str, n: int = 2) -> Iterator[list[ServerProces
             server.close()
 
 
-def _pct(xs: list[float], q: float) -> float:
-    ys = sorted(xs)
-    return ys[min(len(ys) - 1, int(q * len(ys)))]
-
-
 @dataclass(frozen=True)
 class LatencySample:
     remote_p50: float
@@ -405,7 +406,7 @@ def latency_burst(sender: ServerProcess, other: ServerProcess, count: int) -> La
         time.sleep(0.05)  # both joins done (a join is local; the subscription is older)
         waits0 = [run_delay(p) for p in (sender.pid, other.pid)]
         t0 = time.perf_counter()
-        local.sendall(frame(b"burst:match:%d:10" % count))
+        local.sendall(frame(f"burst:{LATENCY_ROOM}:{count}:10".encode()))
         got = roomclient.read_probes([local, remote], count, timeout=count * 0.01 + 10)
         took = time.perf_counter() - t0
         wait = max(run_delay(p) - w for p, w in zip((sender.pid, other.pid), waits0, strict=True))
@@ -418,10 +419,10 @@ def latency_burst(sender: ServerProcess, other: ServerProcess, count: int) -> La
             f"probes lost: local {here['received']}, remote {there['received']} of {count}"
         )
     return LatencySample(
-        _pct(there["latency_ms"], 0.50),
-        _pct(there["latency_ms"], 0.95),
-        _pct(here["latency_ms"], 0.50),
-        _pct(here["latency_ms"], 0.95),
+        percentile(there["latency_ms"], 0.50),
+        percentile(there["latency_ms"], 0.95),
+        percentile(here["latency_ms"], 0.50),
+        percentile(here["latency_ms"], 0.95),
         there["latency_ms"],
         here["latency_ms"],
         bool(here["in_order_once"] and there["in_order_once"]),
@@ -487,7 +488,7 @@ def _put_latency(results: Results, done: Interleaved, probes: int) -> None:
     results.put_samples(
         "redis_broadcast_p50_ms",
         [s.remote_p50 for s in samples],
-        pooled=round(_pct(remote, 0.50), 3),
+        pooled=round(percentile(remote, 0.50), 3),
         probes_per_burst=probes,
         interval_ms=10,
         bursts=len(samples),
@@ -497,19 +498,19 @@ def _put_latency(results: Results, done: Interleaved, probes: int) -> None:
     results.put_samples(
         "redis_broadcast_p95_ms",
         [s.remote_p95 for s in samples],
-        pooled=round(_pct(remote, 0.95), 3),
-        pooled_p99=round(_pct(remote, 0.99), 3),
+        pooled=round(percentile(remote, 0.95), 3),
+        pooled_p99=round(percentile(remote, 0.99), 3),
         pooled_max=round(max(remote), 3),
     )
     results.put_samples(
         "redis_broadcast_local_p50_ms",
         [s.local_p50 for s in samples],
-        pooled=round(_pct(local, 0.50), 3),
+        pooled=round(percentile(local, 0.50), 3),
     )
     results.put_samples(
         "redis_broadcast_local_p95_ms",
         [s.local_p95 for s in samples],
-        pooled=round(_pct(local, 0.95), 3),
+        pooled=round(percentile(local, 0.95), 3),
     )
     raw: list[list[float]] = done.samples.get("redis-py", [])
     if not raw:
@@ -519,20 +520,20 @@ def _put_latency(results: Results, done: Interleaved, probes: int) -> None:
     pooled = [x for lat in raw for x in lat]
     results.put_samples(
         "redis_pubsub_p50_ms",
-        [_pct(lat, 0.50) for lat in raw],
-        pooled=round(_pct(pooled, 0.50), 3),
+        [percentile(lat, 0.50) for lat in raw],
+        pooled=round(percentile(pooled, 0.50), 3),
     )
     results.put_samples(
         "redis_pubsub_p95_ms",
-        [_pct(lat, 0.95) for lat in raw],
-        pooled=round(_pct(pooled, 0.95), 3),
+        [percentile(lat, 0.95) for lat in raw],
+        pooled=round(percentile(pooled, 0.95), 3),
     )
     socker: list[float] = []
     floor: list[float] = []
     for name in ("a->b", "b->a"):  # paired with the redis-py burst of the same round
         for sample, lat in zip(done.samples[name], raw, strict=False):
             socker.append(sample.remote_p50)
-            floor.append(_pct(lat, 0.50))
+            floor.append(percentile(lat, 0.50))
     results.put_ratio("redis_broadcast_vs_pubsub", socker, floor, of="p50")
 
 
@@ -580,10 +581,11 @@ def run_redis(cfg: Config, results: Results) -> None:
                     },
                     rounds,
                     budget_s=cfg.pick(60, 20),
+                    # each direction warms its own sender and receiver
                     warmup=lambda name: (
                         _pubsub_round(url, publisher, 20)
                         if name == "redis-py"
-                        else latency_burst(a, b, 20)
+                        else latency_burst(*((a, b) if name == "a->b" else (b, a)), 20)
                     ),
                 )
         finally:
@@ -600,7 +602,7 @@ def run_redis(cfg: Config, results: Results) -> None:
                 warmup=lambda name: (
                     asyncio.run(_resume_round(a, b, 2))
                     if name == "resume"
-                    else asyncio.run(_fresh_round(a, 2))
+                    else [asyncio.run(_fresh_round(s, 2)) for s in (a, b)]  # rounds alternate
                 ),
             )
         _put_resume(results, done, drops)

@@ -225,7 +225,7 @@ def run_concurrent(cfg: Config, results: Results) -> None:
         budget_s=cfg.pick(120, 20),
         warm=True,  # a first round of each pays for first calls in this process
     )
-    p50s: dict[str, list[float]] = {}
+    p50s: dict[str, list[float | None]] = {}
     for kind, prefix in ((RAW, "rtc_concurrent_raw_"), (SOCKER, "rtc_concurrent_")):
         keys = (f"{prefix}opens", f"{prefix}p50_ms", f"{prefix}p95_ms")
         rounds: list[Concurrent] = state.samples[kind]
@@ -235,10 +235,14 @@ def run_concurrent(cfg: Config, results: Results) -> None:
             continue
         opened = [sum(t is not None for t in run.times) for run in rounds]
         merged = sorted(t for run in rounds for t in run.times if t is not None)
+        # Indexed by round (a variant stops at its first failure, so index i is round i).
+        # A client that did not open counts at the time limit (a lower bound), so a
+        # slow side's failures raise its p50 rather than vanish; no opens at all: no p50.
         p50s[kind] = [
-            _percentile(sorted(t for t in run.times if t is not None), 50)
-            for run in rounds
+            _percentile(sorted(timeout * 1000 if t is None else t for t in run.times), 50)
             if any(t is not None for t in run.times)
+            else None
+            for run in rounds
         ]
         detail: dict[str, Any] = {
             "clients": clients,
@@ -257,14 +261,24 @@ def run_concurrent(cfg: Config, results: Results) -> None:
         else:
             results.error(keys[1], "no client opened")
             results.error(keys[2], "no client opened")
-    if len(p50s) == 2 and len(p50s[RAW]) == len(p50s[SOCKER]):
+    pairs = [
+        (ours, raw)
+        for ours, raw in zip(p50s.get(SOCKER, []), p50s.get(RAW, []), strict=False)
+        if ours is not None and raw is not None
+    ]
+    if pairs:
         results.put_ratio(
             "rtc_concurrent_ratio",
-            p50s[SOCKER],
-            p50s[RAW],
+            [ours for ours, _ in pairs],
+            [raw for _, raw in pairs],
             clients=clients,
             ice=ice,
-            how="per round: socker's p50 / raw aiortc's p50 (rounds interleaved)",
+            rounds_paired=len(pairs),
+            how=(
+                "per round: socker's p50 / raw aiortc's p50 (rounds interleaved; a client"
+                f" that did not open counts as {timeout:g} s, the time limit: a lower"
+                " bound; a round where either side opened none is left out)"
+            ),
         )
     else:
         _missing(results, "rtc_concurrent_ratio", state, SOCKER, RAW)

@@ -26,6 +26,7 @@ from typing import Any
 from ..players_common import JOIN_MAGIC
 from ..rooms_common import (
     FANOUT_ROOM,
+    LATENCY_ROOM,
     REDIS_ENV,
     RESUME_GRACE_S,
     fanout_payload,
@@ -174,7 +175,7 @@ async def redis_socker(mode: str, ready: Ready, life: Life) -> None:
             if verb != b"hello":
                 return False
             conn.state["name"] = name.decode()
-            conn.join("match")
+            conn.join(LATENCY_ROOM)
             conn.write(b"welcome")
             return True
 
@@ -186,8 +187,6 @@ async def redis_socker(mode: str, ready: Ready, life: Life) -> None:
             elif message.startswith(b"burst:"):
                 _, room, count, interval_ms = message.decode().split(":")
                 _spawn(burst(room, int(count), float(interval_ms) / 1000))
-            elif message == b"whoami":
-                conn.write(b"pid:%d" % os.getpid())
             return False
 
     resume = RESUME_GRACE_S if mode == "resume" else None
