@@ -13,9 +13,10 @@ and asks the same :class:`Handshake`, so their answers are identical by construc
      (bad ``Sec-WebSocket-Version`` or ``Sec-WebSocket-Key``), ``405`` (not ``GET``).
 
    ``None`` means: a well-formed upgrade, for admission to decide.
-2. :meth:`Handshake.check` then :meth:`Handshake.admit` -- the admission verdict:
-   a doubled ``Origin`` or ``Host`` header (403), the Origin rule (403),
-   ``max_connections`` (503), then ``authenticate`` (the user, or 403/its own status).
+2. :meth:`Handshake.check_host` (421), then :meth:`Admission.check` and
+   :meth:`Admission.authenticated` -- the admission verdict: a doubled ``Origin`` or
+   ``Host`` header (403), the Origin rule (403), ``max_connections`` (503), then
+   ``authenticate`` (the user, or 403/its own status; 500, logged, if it raises).
    A refusal is a :class:`~aiosocker.HandshakeRejected`; :func:`refusal` turns it into
    the :class:`Response` to send.
 
@@ -303,12 +304,22 @@ class Admission:
             )
 
     async def authenticated(self, request: Request) -> Any:
-        """The user ``authenticate`` returns (``None`` without the hook), or raise."""
+        """The user ``authenticate`` returns (``None`` without the hook), or raise
+        :class:`~aiosocker.HandshakeRejected`: 403 for ``False``, its own status, or 500
+        (logged) for a hook that raised anything else."""
         if self.authenticate is None:
             return None
-        user = self.authenticate(request)
-        if inspect.isawaitable(user):
-            user = await user
+        try:
+            user = self.authenticate(request)
+            if inspect.isawaitable(user):
+                user = await user
+        except HandshakeRejected:
+            raise
+        except Exception as exc:
+            logger.exception("authenticate raised for %s", request.path)
+            raise HandshakeRejected(
+                HTTPStatus.INTERNAL_SERVER_ERROR, "authentication failed"
+            ) from exc
         if user is False:
             raise HandshakeRejected(HTTPStatus.FORBIDDEN, "authentication refused")
         return user

@@ -149,7 +149,7 @@ class Hub:
         self._ip_places: weakref.WeakKeyDictionary[Any, weakref.finalize[Any, Any]] = (
             weakref.WeakKeyDictionary()
         )
-        self._ip_of: dict[str, str] = {}
+        self._ip_of: dict[Connection, str] = {}  # by object: a resume changes conn.id
         self._rooms: Rooms[Connection | Ghost] = Rooms()
         self._ghosts: dict[str, Ghost] = {}
         # Live connections by the token their client would resume with, and the
@@ -307,7 +307,10 @@ class Hub:
 
     def _from_backend(self, message: Broadcast) -> None:
         if self.backend is not None and message.origin != self.backend.origin:
-            self._deliver(message, ())
+            # Excluded by id: a session resumed here from another process keeps its id.
+            exclude = message.exclude
+            skip = [c for c in self._connections.values() if c.id in exclude] if exclude else ()
+            self._deliver(message, skip)
 
     def _deliver(self, message: Broadcast, skip: Collection[Connection]) -> int:
         """Queue ``message`` to its local recipients; how many it was queued to."""
@@ -390,11 +393,6 @@ class Hub:
                 await handshake.admission.authenticated(request)
             except HandshakeRejected as exc:
                 return refusal(exc)
-            except Exception:
-                logger.exception("authenticate raised for %s", request.path)
-                return refusal(
-                    HandshakeRejected(HTTPStatus.INTERNAL_SERVER_ERROR, "authentication failed")
-                )
         return handshake.answer(request)
 
     def _check(self, request: Request) -> None:
@@ -417,15 +415,7 @@ class Hub:
         ``max_connections`` for ``key`` (the adapter's object for this socket, held
         weakly) until :meth:`open` or :meth:`release`. Raises HandshakeRejected."""
         self._check(request)
-        try:
-            user = await self.handshake.admission.authenticated(request)
-        except HandshakeRejected:
-            raise
-        except Exception as exc:
-            logger.exception("authenticate raised for %s", request.path)
-            raise HandshakeRejected(
-                HTTPStatus.INTERNAL_SERVER_ERROR, "authentication failed"
-            ) from exc
+        user = await self.handshake.admission.authenticated(request)
         if self._closing:  # authenticate may have waited
             raise HandshakeRejected(HTTPStatus.SERVICE_UNAVAILABLE, "server shutting down")
         self._hold(key, request, user)
@@ -444,12 +434,16 @@ class Hub:
             transport, request=request, settings=settings, user=self._admitted.pop(key, None)
         )
         conn._membership = self
+        if self.backend is not None:
+            # Ids travel with resumed sessions and broadcasts' exclude lists: unique
+            # across the processes, not only in this one.
+            conn.id = f"{self.backend.origin[:8]}-{conn.id}"
         if self.meter is not None:
             conn._meter = self.meter
             conn.stages.observer = self.meter.moved
         place = self._ip_places.pop(key, None)
         if place is not None and place.detach() is not None:
-            self._ip_of[conn.id] = request.remote_ip  # released when the connection ends
+            self._ip_of[conn] = request.remote_ip  # released when the connection ends
         if settings.on_open is not None:
             conn.on_open(settings.on_open)
         if settings.on_close is not None:
@@ -465,9 +459,9 @@ class Hub:
         session is parked again when the connection drops."""
         self._runs += 1
         try:  # one coroutine, not two: servers hold thousands of these frames
-            prepare = await self._resume(conn) if self.settings.resume is not None else None
-            self._connections[conn.id] = conn
-            try:
+            try:  # the resume inside: its failure must release what was taken too
+                prepare = await self._resume(conn) if self.settings.resume is not None else None
+                self._connections[conn.id] = conn
                 if self._closing:  # its handshake finished while close() was running
                     conn._close_soon(CloseCode.GOING_AWAY, "server shutting down")
                 else:
@@ -480,7 +474,7 @@ class Hub:
                         if self.backend is not None:
                             self.backend.left(room)
                 self._connections.pop(conn.id, None)  # last: parked first, if it may resume
-                ip = self._ip_of.pop(conn.id, None)
+                ip = self._ip_of.pop(conn, None)
                 if ip is not None:
                     self._per_ip.release(ip)
                 self._release_token(conn)
@@ -500,6 +494,8 @@ class Hub:
             old = self._by_token.get(token)
             if old is not None:
                 await self._take_over(old, token)
+            if self._keeper is not None:  # what was kept for it must be stored first
+                await asyncio.wait([self._keeper])
             try:
                 claimed = await self.store.claim(token)
             except Exception as exc:
@@ -510,31 +506,28 @@ class Hub:
                 claimed, fresh = None, "too many messages were sent while it was away"
         conn.resume_token = new_token()
         self._by_token[conn.resume_token] = conn
-        if claimed is not None:
-            record, missed = claimed
-            ghost = self._ghosts.get(record.id)
-            if ghost is not None:  # parked here: the new connection takes its place
-                self._drop_ghost(ghost, tell_backend=False)
-            conn.id, conn.user, conn.state, conn.resumed = (
-                record.id,
-                record.user,
-                record.state,
-                True,
-            )
-        conn.write(encode(Resume(conn.resume_token, conn.resumed, fresh)))
+        conn.write(encode(Resume(conn.resume_token, claimed is not None, fresh)))
         if claimed is None:
             return None
+        record, missed = claimed
+        conn.id, conn.user, conn.state, conn.resumed = record.id, record.user, record.state, True
+        # The ghost's rooms pass to the connection with no await in between, and the
+        # missed messages go right after the RESUME frame: no broadcast is lost or
+        # overtakes them while setup runs.
+        ghost = self._ghosts.get(record.id)
+        if ghost is not None:  # parked here: the new connection takes its place
+            self._drop_ghost(ghost, tell_backend=False)
+        for room in record.rooms:
+            if self._rooms.join(conn, room) and ghost is None and self.backend is not None:
+                self.backend.joined(room)  # parked elsewhere: its count is ours now
+        for data in missed.messages:
+            conn.write(data)
 
         async def prepare() -> None:
-            for room in record.rooms:
-                if self._rooms.join(conn, room) and ghost is None and self.backend is not None:
-                    self.backend.joined(room)  # parked elsewhere: its count is ours now
             stage = conn._resume_stage(record.stage) if record.stage else ""
             if stage and stage != conn.current:
                 with contextlib.suppress(KeyError):  # a stage this chain no longer has
                     conn.stages.jump(stage)
-            for data in missed.messages:
-                conn.write(data)
 
         return prepare
 
@@ -574,34 +567,36 @@ class Hub:
         assert grace is not None and token is not None
         stage = conn.current if len(conn.stages) else ""
         record = Parked(conn.id, conn.user, conn.state, tuple(sorted(rooms)), stage)
+        # The ghost takes the rooms before the store is awaited: a broadcast meanwhile
+        # is kept for it, not lost.
+        ghost = None if self._closing else self._new_ghost(conn.id, stage, token, rooms)
         try:
             await self.store.park(token, record, grace)
-        except (TypeError, ValueError) as exc:
-            logger.warning(
-                "resume: session %s not parked: %s (user and state must be JSON)",
-                conn.id,
-                exc,
-                extra=conn.log_context(),
-            )
-            return False
         except Exception as exc:
+            if ghost is not None:
+                self._drop_ghost(ghost, tell_backend=False)  # the caller tells the backend
+            why = (
+                f"{exc} (user and state must be JSON)"
+                if isinstance(exc, (TypeError, ValueError))
+                else f"the store failed: {exc!r}"
+            )
             logger.warning(
-                "resume: session %s not parked: the store failed: %r",
-                conn.id,
-                exc,
-                extra=conn.log_context(),
+                "resume: session %s not parked: %s", conn.id, why, extra=conn.log_context()
             )
             return False
-        if self._closing:  # parked for another process; this one keeps nothing
-            if self.backend is not None:
-                await self.backend.adopt(token, tuple(sorted(rooms)), stage, grace)
-            return True
-        ghost = Ghost(conn.id, stage, token)
+        if ghost is None and self.backend is not None:  # closing: another process keeps it
+            await self.backend.adopt(token, tuple(sorted(rooms)), stage, grace)
+        return True
+
+    def _new_ghost(self, id: str, stage: str, token: str, rooms: frozenset[str]) -> Ghost:
+        ghost = Ghost(id, stage, token)
         for room in rooms:
             self._rooms.join(ghost, room)
-        self._ghosts[conn.id] = ghost
+        self._ghosts[id] = ghost
+        grace = self.settings.resume
+        assert grace is not None
         ghost.timer = asyncio.get_running_loop().call_later(grace, self._drop_ghost, ghost)
-        return True
+        return ghost
 
     def _drop_ghost(self, ghost: Ghost, *, tell_backend: bool = True) -> None:
         if self._ghosts.get(ghost.id) is ghost:

@@ -108,6 +108,26 @@ async def test_a_client_back_before_its_old_connection_dropped_takes_it_over(
     await eventually(lambda: not server.connections, what="the server to empty")
 
 
+async def test_a_resumed_session_gives_its_per_ip_place_back(start_server: StartServer) -> None:
+    """A resume changes the connection's id to the session's: the per-IP place it holds
+    is still released when it ends (else max_per_ip=1 would refuse the next one)."""
+    server = await start_server(game_setup, resume=5, max_per_ip=1)
+    async with aiosocker.connect(server.url) as first:
+        got: list[bytes] = []
+        first.add(collector(got), name="inbox")
+        await first.send(b"ann")
+        await eventually(lambda: got == [b"welcome"], what="the hello")
+        token = first.resume_token
+        await drop(first)
+        await eventually(lambda: not server.connections, what="the server to see it")
+    async with aiosocker.connect(server.url, resume_token=token) as second:
+        second.add(collector([]), name="inbox")
+        await eventually(lambda: second.resumed, what="the resume")
+    await eventually(lambda: not server.connections, what="the resumed one to end")
+    async with aiosocker.connect(server.url) as third:  # refused (503) if the place leaked
+        assert not third.resumed
+
+
 async def test_an_expired_token_starts_fresh(start_server: StartServer) -> None:
     server = await start_server(game_setup, resume=0.2)
     async with aiosocker.connect(server.url) as first:
