@@ -18,6 +18,12 @@ __all__ = ["Background"]
 logger = logging.getLogger("aiosocker")
 
 
+def _log_failure(task: asyncio.Future[Any], what: str) -> None:
+    exc = None if task.cancelled() else task.exception()
+    if exc is not None:
+        logger.error("%s raised", what, exc_info=exc)
+
+
 class Background:
     """A set of running tasks: spawn, then cancel or wait for them at the end."""
 
@@ -39,7 +45,7 @@ class Background:
         try:
             result = fn(*args)
             if inspect.isawaitable(result):
-                self.spawn(result)
+                self.spawn(result).add_done_callback(lambda task: _log_failure(task, what))
         except Exception:
             logger.exception("%s raised", what)
 

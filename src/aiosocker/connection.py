@@ -504,7 +504,9 @@ class Connection:
             self.write(data)
             writer = self._writer
             if writer is not None:
-                await asyncio.shield(writer)
+                await asyncio.wait([writer])  # cancelled when the connection ends
+            if self._closing:
+                raise ConnectionClosedError(self.close_code, self.close_reason)
             return True
         return False
 
@@ -518,13 +520,15 @@ class Connection:
         """
         if self._closing:
             raise ConnectionClosedError(self.close_code, self.close_reason)
-        if self._writer is None and self._try_write is not None and self._try_write(data):
-            # Nothing was waiting and the socket took it: no queue, no task. What the
-            # socket library buffers past the kernel is one message at most: the next
-            # write finds it waiting and queues (counted in max_memory).
-            if self._meter is not None:
-                self._meter.sent(len(data))
-            return
+        # Nothing waiting and the socket takes it: no queue, no task. What the socket
+        # library buffers past the kernel is one message at most: the next write finds
+        # it waiting and queues (counted in max_memory).
+        if self._writer is not None or self._try_write is None or not self._try_write(data):
+            self._queue(data)
+        if self._meter is not None:
+            self._meter.sent(len(data))
+
+    def _queue(self, data: bytes) -> None:
         outbox = self._outbox = self._room(self._outbox, "queued; the peer is not keeping up")
         if self._held() + len(data) > self._budget:
             raise QueueFullError(
@@ -533,8 +537,6 @@ class Connection:
             )
         outbox.append(data)
         self._out_bytes += len(data)
-        if self._meter is not None:
-            self._meter.sent(len(data))
         if self._writer is None:
             # Spawned only while there is a backlog: an idle connection holds no task.
             self._writer = self._loop.create_task(self._drain())

@@ -133,13 +133,14 @@ def serve_target(options: WorkerOptions) -> AbstractAsyncContextManager[Server]:
         if not isinstance(found, dict):
             raise TargetError(f"{named} is not a dict of serve() options")
         more.update(found)
+    where = f"{named}: " if named is not None else ""
     for fixed in ("host", "port", "redis"):
         if fixed in more:
-            raise TargetError(f"{named}: {fixed} is given on the command line, not in options")
+            raise TargetError(f"{where}{fixed} is given on the command line, not in options")
     try:
         return serve(setup, options.host, options.port, redis=options.redis, **more)
     except (TypeError, ValueError) as exc:
-        raise TargetError(f"{named}: {exc}") from None
+        raise TargetError(f"{where}{exc}") from None
 
 
 _current: Server | None = None
@@ -265,6 +266,8 @@ def worker_main(spec: str, ready: int | None = None, lifeline: int | None = None
 # The worker's command: this module imported as aiosocker.run (not run as __main__, which
 # would make it a second copy of the module, with its own current_server()).
 _WORKER = "import sys; from aiosocker.run import main; sys.exit(main())"
+WORKER_ENV = "AIOSOCKER_WORKER"
+"""The environment variable that carries a worker's options (JSON) from the supervisor."""
 
 
 def _say(line: str) -> None:
@@ -327,14 +330,14 @@ class _Supervisor:
             sys.executable,
             "-c",
             _WORKER,
-            "--worker",
-            spec,
             "--ready-fd",
             str(ready_write),
             "--lifeline-fd",
             str(self.lifeline_read),
         ]
-        env = {**os.environ, REUSE_PORT_ENV: "1"}
+        # The spec holds the Redis URL, maybe with its password: in the environment, which
+        # only this user can read, not on the command line, which every user can.
+        env = {**os.environ, REUSE_PORT_ENV: "1", WORKER_ENV: spec}
         try:
             # A process group of its own: Ctrl-C in a terminal reaches the supervisor only,
             # which stops the workers itself (and does not mistake them for dead ones).
@@ -525,8 +528,10 @@ def run(
 def main(argv: Sequence[str] | None = None) -> int:
     """A worker's command line (what the supervisor starts)."""
     parser = argparse.ArgumentParser(prog="aiosocker-worker")
-    parser.add_argument("--worker", required=True, help="the worker's options (JSON)")
     parser.add_argument("--ready-fd", type=int, default=None)
     parser.add_argument("--lifeline-fd", type=int, default=None)
     args = parser.parse_args(argv)
-    return worker_main(args.worker, args.ready_fd, args.lifeline_fd)
+    spec = os.environ.get(WORKER_ENV)
+    if spec is None:
+        parser.error(f"{WORKER_ENV} must hold the worker's options (JSON)")
+    return worker_main(spec, args.ready_fd, args.lifeline_fd)

@@ -72,9 +72,9 @@ class Server:
         **options: Unpack[ServerOptions],
     ) -> None:
         self.hub = Hub(setup, Settings.of(options))
-        attach(self.hub)
         """The live connections (what :meth:`tick`, :meth:`broadcast` and
         :attr:`connections` forward to)."""
+        attach(self.hub)
         self.host = host
         self._requested_port = port
         self._port: int | None = None
@@ -156,8 +156,13 @@ class Server:
             raise RuntimeError("the server is already started")
         self._stopped = asyncio.Event()
         await self.hub.start()
-        self._listener = _listener(self.hub)
-        self._port = await self._listener.start(self.host, self._requested_port)
+        try:
+            self._listener = _listener(self.hub)
+            self._port = await self._listener.start(self.host, self._requested_port)
+        except BaseException:  # e.g. the port is taken: stop what hub.start() started
+            self._listener = None
+            await self.hub.close()
+            raise
 
     async def serve_forever(self) -> None:
         """Wait until :meth:`close` is called (e.g. from a signal handler)."""

@@ -550,6 +550,31 @@ async def test_send_waits_for_a_full_write_queue(start_server: StartServer) -> N
     assert [int.from_bytes(m[:4], "big") for m in got[1:-1]] == list(range(written))
 
 
+async def test_send_behind_queued_writes_raises_closed_when_the_connection_ends(
+    start_server: StartServer,
+) -> None:
+    """send() waiting behind write()'s queue (not full) raises ConnectionClosedError
+    when the peer vanishes: not the CancelledError of the writer task the end cancels,
+    and not a quiet return for a message that never went."""
+    server = await start_server(lambda conn: None)
+    async with aiosocker.connect(server.url) as client:
+        await eventually(lambda: server.connections, what="the connection")
+        (conn,) = server.connections.values()
+        client._transport.ws.transport.pause_reading()  # type: ignore[attr-defined]
+        for _ in range(5000):  # bounded: the socket's buffers fill, then a few queue
+            conn.write(bytes(2**16))
+            await asyncio.sleep(0)
+            if conn._outbox is not None and len(conn._outbox) >= 3:
+                break
+        assert conn._outbox is not None and len(conn._outbox) >= 3
+        waiting = asyncio.ensure_future(conn.send(b"behind the queue"))
+        await asyncio.sleep(0.05)
+        assert not waiting.done()
+        client._transport.ws.transport.abort()  # type: ignore[attr-defined]
+        with pytest.raises(aiosocker.ConnectionClosedError):
+            await asyncio.wait_for(waiting, 10)
+
+
 async def test_write_goes_straight_to_the_socket_while_nothing_waits(
     start_server: StartServer,
 ) -> None:

@@ -476,6 +476,7 @@ class RtcSession(abc.ABC):
             ping_interval=self.ping_interval,
             channel_timeout=self.channel_timeout,
             on_rtt=self._measured,
+            background=self._background,
         )
         handler = self._handlers.get(spec.label)
         if handler is not None:

@@ -99,6 +99,7 @@ class Channel:
         channel_timeout: float | None = DEFAULT_CHANNEL_TIMEOUT,
         max_latest: int = DEFAULT_MAX_LATEST,
         on_rtt: Callable[[float], None] | None = None,
+        background: Background | None = None,
     ) -> None:
         self.spec = spec
         """The options the channel was created with."""
@@ -148,7 +149,8 @@ class Channel:
         self._close_hooks: list[Hook] = []
         self._opened = asyncio.Event()
         self._closed = asyncio.Event()
-        self._background = Background()
+        # The session's, so that its end also ends the handlers' and hooks' tasks.
+        self._background = background if background is not None else Background()
         self._on_rtt = on_rtt
         # PING state: ids (our clock in us) not answered yet, oldest first; when the
         # first PING since the last PONG went; whether the peer speaks PING/PONG at all.
@@ -383,7 +385,7 @@ class Channel:
             if handle is not None:
                 handle.cancel()
         self._ping_handle = self._drain_handle = None
-        waiting = self._latest.clear()
+        waiting = self._latest.clear() + self._batcher.clear()  # never to be flushed now
         if waiting:
             self._count_dropped(waiting)
 

@@ -191,9 +191,9 @@ class ASGIApp:
 
     def __init__(self, setup: Setup, **options: Unpack[ASGIOptions]) -> None:
         self.hub = Hub(setup, Settings.of({**options, "ping_interval": None}))
-        attach(self.hub)
         """The :class:`~aiosocker.hub.Hub` of this app's connections: use its
         ``connections``, ``tick()``, ``broadcast()`` and ``close()``."""
+        attach(self.hub)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """The ASGI entry point."""

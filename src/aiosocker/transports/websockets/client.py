@@ -16,7 +16,7 @@ from ...handshake import Request
 from ...options import Settings
 from ...resume import QUERY_KEY
 from ...rtc.envelope import Resume, decode, is_signaling
-from .transport import READ_SLICE, WebsocketsTransport, feed_sliced, frames_held, pump
+from .transport import WebsocketsTransport, feed_sliced, frames_held, pump
 
 __all__ = ["RETRYABLE", "open_client", "read", "take_resume", "with_query"]
 
@@ -35,10 +35,7 @@ class SlicedConnection(ClientConnection):
     :func:`~.transport.feed_sliced`)."""
 
     def data_received(self, data: bytes) -> None:
-        if len(data) <= READ_SLICE:
-            received(self, data)
-        else:
-            feed_sliced(self, data, received)
+        feed_sliced(self, data, received)
 
 
 async def open_client(

@@ -15,7 +15,7 @@ from websockets.http11 import Response as WsResponse
 from ...errors import CloseCode, HandshakeRejected
 from ...handshake import Request, Response, refusal
 from ...hub import Hub
-from .transport import READ_SLICE, WebsocketsTransport, feed_sliced, frames_held, pump
+from .transport import WebsocketsTransport, feed_sliced, frames_held, pump
 
 __all__ = ["WebsocketsListener"]
 
@@ -42,10 +42,7 @@ def bounded_connection(max_memory: int) -> type[ServerConnection]:
 
     class BoundedConnection(ServerConnection):
         def data_received(self, data: bytes) -> None:
-            if len(data) <= READ_SLICE:
-                received(self, data)
-            else:
-                feed_sliced(self, data, received)
+            feed_sliced(self, data, received)
             if self.paused or always:
                 transport = self.transport
                 buffered = transport.get_write_buffer_size()

@@ -12,6 +12,7 @@ from websockets.asyncio.connection import Connection as WsConnection
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import Close
 from websockets.protocol import State
+from websockets.version import version as ws_version
 
 from ...connection import Connection
 from ...errors import ConnectionClosedError, close_outcome
@@ -21,6 +22,9 @@ __all__ = ["READ_SLICE", "WebsocketsTransport", "ending", "feed_sliced", "frames
 
 
 C = TypeVar("C", bound=WsConnection)
+
+_SENDING = "send_in_progress" if int(ws_version.split(".")[0]) >= 16 else "fragmented_send_waiter"
+"""websockets' attribute set while a fragmented message is being sent (renamed in 16)."""
 
 READ_SLICE = 64 * 1024
 """The most bytes websockets is handed at once (see :func:`feed_sliced`)."""
@@ -81,7 +85,7 @@ class WebsocketsTransport:
         ws = self.ws
         if (
             ws.protocol.state is not State.OPEN
-            or getattr(ws, "send_in_progress", None) is not None  # a fragmented send
+            or getattr(ws, _SENDING) is not None  # a fragmented send is in progress
             or ws.transport.get_write_buffer_size()
         ):
             return False
