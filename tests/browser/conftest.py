@@ -222,3 +222,13 @@ async def open_page() -> AsyncIterator[Callable[..., Awaitable[Tab]]]:
     yield open_page
     for context in contexts:
         await context.close()
+
+
+async def eventually(condition: Callable[[], object], what: str, within: float = 5.0) -> None:
+    """Poll ``condition`` (on the Python side) until it is true; fail after ``within``
+    seconds, naming ``what``."""
+    deadline = time.monotonic() + within
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {within} s waiting for {what}")
+        await asyncio.sleep(0.01)

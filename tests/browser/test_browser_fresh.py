@@ -23,7 +23,7 @@ from aiosocker import Route
 from aiosocker.rtc import batch
 from aiosocker.rtc.session import RtcSession, server_stages
 
-from .conftest import PAGE_PATH, TIMINGS, Tab
+from .conftest import PAGE_PATH, TIMINGS, Tab, eventually
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -174,14 +174,6 @@ class App:
         return self.sessions[-1]
 
 
-async def eventually(condition: Callable[[], object], what: str, within: float = 5.0) -> None:
-    deadline = time.monotonic() + within
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {within} s waiting for {what}")
-        await asyncio.sleep(0.01)
-
-
 async def started(tab: Tab, options: dict[str, Any], **page: Any) -> None:
     await tab.eval("([options, page]) => T.start(options, page)", [options, page])
     await tab.wait_for(
@@ -190,10 +182,15 @@ async def started(tab: Tab, options: dict[str, Any], **page: Any) -> None:
 
 
 def freeze(channel: Any) -> None:
-    """The server's channel goes quiet: it sends nothing (PONGs included), reads nothing."""
+    """The server's channel goes quiet: it sends nothing (PONGs included), reads nothing,
+    while the WebSocket and the peer connection live on (as ``freeze`` in
+    ``tests/integration/test_rtc_fresh.py``)."""
     dc = channel.dc
     dc.send = lambda data: None
     dc.remove_all_listeners("message")
+    # And its own watch stops: a frozen server does not time the page out and close the
+    # channel itself (that would race the side under test, and win under load).
+    channel._stop()
 
 
 # -- sendLatest under a real overload --------------------------------------------------------
@@ -326,7 +323,7 @@ async def test_the_page_reports_a_silent_server(
     (close,) = await tab.eval("window.R.closes")
     took = close["at"] - frozen
     TIMINGS.append(("silent server reported by the page", took, "channelTimeout 500 ms"))
-    assert 400 <= took < 5000, took
+    assert took >= 400, took  # not before channelTimeout; the wait above bounds it
     assert close["why"] == close["closeReason"], close
     assert re.fullmatch(
         r"channel 'game' did not answer PINGs for 0\.5\d* s \(channelTimeout=500 ms\)",
@@ -358,7 +355,7 @@ async def test_the_server_reports_a_silent_page(
     await eventually(lambda: len(app.closes) == 1, "the server's on_close", within=10)
     took = time.monotonic() - frozen
     TIMINGS.append(("silent page reported by the server", took * 1e3, "channel_timeout 0.5 s"))
-    assert 0.4 <= took < 5, took
+    assert took >= 0.4, took  # not before channel_timeout; eventually() bounds it
     reason = app.closes[0]
     assert reason is not None and re.fullmatch(
         r"channel 'game' did not answer PINGs for 0\.5\d* s \(channel_timeout=0\.5 s\)", reason

@@ -23,7 +23,7 @@ from aiosocker.resume import new_token
 from aiosocker.rtc import envelope
 from aiosocker.rtc.envelope import Resume
 
-from .conftest import HOST, Tab
+from .conftest import HOST, Tab, eventually
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -59,14 +59,6 @@ class Game:
             self.setup, resume=5, on_open=self.opened.append, routes={"/resume.js": RESUME_JS}
         )
         return server
-
-
-async def eventually(condition: Any, what: str, within: float = 5.0) -> None:
-    deadline = asyncio.get_running_loop().time() + within
-    while not condition():
-        if asyncio.get_running_loop().time() > deadline:
-            pytest.fail(f"timed out after {within} s waiting for {what}")
-        await asyncio.sleep(0.01)
 
 
 async def start_page(tab: Tab, name: str, url: str = "/", **options: Any) -> None:

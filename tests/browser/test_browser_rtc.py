@@ -37,7 +37,14 @@ from aiosocker.rtc.envelope import (
 from aiosocker.rtc.peer import close_peer
 from aiosocker.rtc.session import DEFAULT_CHANNELS, RtcSession, server_stages
 
-from .conftest import HIDE_MDNS_FEATURE, TIMINGS, Tab, command_line, disable_features_flags
+from .conftest import (
+    HIDE_MDNS_FEATURE,
+    TIMINGS,
+    Tab,
+    command_line,
+    disable_features_flags,
+    eventually,
+)
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -129,14 +136,6 @@ async def start_flow(tab: Tab, *, within_ms: float = 8000, **options: Any) -> di
     )
     results: dict[str, Any] = await tab.eval("window.results")
     return results
-
-
-async def eventually(condition: Any, what: str, within: float = 5.0) -> None:
-    deadline = asyncio.get_running_loop().time() + within
-    while not condition():
-        if asyncio.get_running_loop().time() > deadline:
-            pytest.fail(f"timed out after {within} s waiting for {what}")
-        await asyncio.sleep(0.01)
 
 
 async def exchange(tab: Tab, app: FlowApp, label: str, count: int = COUNT) -> tuple[int, int]:

@@ -8,6 +8,11 @@
 * :class:`UdpSinks` and :func:`hostile_answer` are for the reflector tests
   (``test_rtc_hostile.py``): UDP sockets on 127.0.0.1 that count what reaches them, and
   a hand-written ANSWER that names them as candidates.
+* Fixtures, for a test module to import: ``interface`` (:func:`interface_fixture`: a
+  non-loopback IPv4 interface, or a failure that says why it is needed) and ``serve``
+  (:func:`serve_fixture`: :class:`RtcServers` started by the test, checked at teardown).
+  They are defined under other names so that importing them does not shadow the test
+  functions' parameters.
 """
 
 from __future__ import annotations
@@ -16,12 +21,13 @@ import asyncio
 import gc
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from aioice.ice import get_host_addresses
 from aiortc import RTCConfiguration, RTCDataChannel, RTCPeerConnection, RTCSessionDescription
 from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
@@ -38,6 +44,8 @@ from aiosocker.rtc.session import (
     client_stages,
     server_stages,
 )
+
+from .conftest import leftover_tasks
 
 HOST = "127.0.0.1"
 WAIT = 5.0  # bound on any single wait in these tests
@@ -72,6 +80,51 @@ def open_peer_connections() -> list[RTCPeerConnection]:
         # type(), not isinstance(): a dead weakref proxy raises on isinstance().
         if issubclass(type(obj), RTCPeerConnection) and obj.connectionState != "closed"
     ]
+
+
+@pytest.fixture(name="interface")
+def interface_fixture() -> None:
+    """aioice offers no 127.0.0.1 candidate: WebRTC needs a non-loopback interface to
+    gather one, or the server never starts ICE (see docs/rtc.md for loopback-only hosts).
+    Fail loudly rather than skip."""
+    assert get_host_addresses(use_ipv4=True, use_ipv6=False), (
+        "no non-loopback IPv4 interface: aioice has no candidate to offer (docs/rtc.md)"
+    )
+
+
+StartServer = Callable[..., Awaitable[aiosocker.Server]]
+
+
+class RtcServers:
+    """socker servers on 127.0.0.1:0 that a test starts (``await start(setup, **options)``,
+    over the ``defaults`` given here); :meth:`close` closes them and checks that no
+    connection, peer connection or task outlived them. Make it in the test's loop."""
+
+    def __init__(self, **defaults: Any) -> None:
+        self.defaults = defaults
+        self.before = set(asyncio.all_tasks())
+        self.servers: list[aiosocker.Server] = []
+
+    async def start(self, setup: aiosocker.Setup, **options: Any) -> aiosocker.Server:
+        server = aiosocker.serve(setup, HOST, 0, **{**self.defaults, **options})
+        await server.start()
+        self.servers.append(server)
+        return server
+
+    async def close(self) -> None:
+        for server in self.servers:
+            await asyncio.wait_for(server.close(), WAIT)
+            assert not server.connections
+        assert not await leftover_tasks(self.before), "tasks outlived the servers"
+        assert not open_peer_connections(), "a peer connection was left open"
+
+
+@pytest.fixture(name="serve")
+async def serve_fixture() -> AsyncIterator[StartServer]:
+    """``await serve(setup, **options)``: a server on 127.0.0.1:0 (:class:`RtcServers`)."""
+    servers = RtcServers()
+    yield servers.start
+    await servers.close()
 
 
 def names(conn: aiosocker.Connection) -> list[str]:

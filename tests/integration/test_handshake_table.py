@@ -165,20 +165,45 @@ async def exchange(port: int, case: Case) -> tuple[int, dict[str, str], bytes]:
         }
         length = int(headers.get("content-length", "0"))
         body = b""
-        if case.method != "HEAD" and length:
+        if case.method == "HEAD":
+            body = await after_head(reader, writer, host)
+        elif length:
             body = await asyncio.wait_for(reader.readexactly(length), 5)
         return int(status_line.split()[1]), headers, body
     finally:
         writer.close()
 
 
+NEXT = b"HTTP/1.1 "
+
+
+async def after_head(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, host: str
+) -> bytes:
+    """What the server sends after a HEAD response's head and before anything else: a
+    HEAD response has no body, so this must be empty. A server that closes the
+    connection sends what it has, then EOF; on one that keeps it open (uvicorn) a second
+    request is sent once the server is quiet for a moment, and the bytes before its
+    response's status line are the ones counted."""
+    got = b""
+    while True:
+        try:
+            chunk = await asyncio.wait_for(reader.read(4096), 0.5)
+        except TimeoutError:
+            break  # quiet, still open
+        if not chunk:
+            return got  # closed
+        got += chunk
+    writer.write(f"GET /health HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+    got += await asyncio.wait_for(reader.readuntil(NEXT), 5)
+    return got.removesuffix(NEXT)
+
+
 @pytest.mark.parametrize("path", PATHS)
 async def test_every_serving_path_answers_the_table_alike(path: str) -> None:
-    answers: dict[str, tuple[int, bytes]] = {}
     async with serving(path) as port:
         for case in CASES:
             status, headers, body = await exchange(port, case)
-            answers[case.name] = (status, body)
             expected = case.body
             if expected is not None:
                 expected = expected.replace(b"{host}", f"{HOST}:{port}".encode())
@@ -191,4 +216,3 @@ async def test_every_serving_path_answers_the_table_alike(path: str) -> None:
                 assert body == expected, (path, case.name, body)
             if case.name == "route HEAD has no body":
                 assert headers["content-length"] == "3"  # the GET body's length
-    assert len(answers) == len(CASES)

@@ -227,7 +227,6 @@ def test_workers_without_redis_and_bad_targets_are_refused(tmp_path: Path) -> No
     assert "--workers > 1 needs --redis" in refused.stderr
     refused = aiosocker_cli("demo", "--workers", "2", "--port", "0")
     assert refused.returncode == 2 and "needs --redis" in refused.stderr
-    started = time.monotonic()
     for bad_args in (
         ["no_such_module:setup"],
         ["room_server:no_such_function"],
@@ -238,7 +237,6 @@ def test_workers_without_redis_and_bad_targets_are_refused(tmp_path: Path) -> No
         bad = aiosocker_cli("run", *bad_args, "--workers", "1", "--port", "0")
         assert bad.returncode == 2, (bad_args, bad.stderr)
         assert "Traceback" not in bad.stderr
-    assert time.monotonic() - started < 45
 
 
 # -- the demo ----------------------------------------------------------------------------

@@ -32,8 +32,9 @@ from .netlab import (
     LabError,
     Proc,
     Turn,
-    can_build,
     chromium_in,
+    missing_tools,
+    not_root,
     python_peer,
     sweep,
 )
@@ -69,10 +70,14 @@ def record(line: str) -> None:
 
 @pytest.fixture(scope="session")
 def lab_machine() -> None:
-    """Skip without root; remove labs a killed run left behind."""
-    reason = can_build()
+    """Skip without root; fail without ``ip`` or ``nft``; remove labs a killed run left
+    behind."""
+    reason = not_root()
     if reason is not None:
         pytest.skip(reason)
+    missing = missing_tools()
+    if missing is not None:
+        pytest.fail(missing)
     sweep()
 
 

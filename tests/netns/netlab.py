@@ -79,14 +79,24 @@ class LabError(RuntimeError):
     """Building the lab, or a process in it, failed."""
 
 
-def can_build() -> str | None:
-    """``None`` when this machine can build a lab, else why not."""
+def not_root() -> str | None:
+    """``None`` when running as root (network namespaces need it), else why not."""
     if os.geteuid() != 0:
         return "network namespaces need root (CI runs `make test` as root)"
+    return None
+
+
+def missing_tools() -> str | None:
+    """``None`` when ``ip`` and ``nft`` are installed, else which one is not."""
     for tool in (IP, NFT):
         if not Path(tool).exists():
             return f"{tool} is missing: `make system` installs iproute2 and nftables"
     return None
+
+
+def can_build() -> str | None:
+    """``None`` when this machine can build a lab, else why not."""
+    return not_root() or missing_tools()
 
 
 _LIBC = ctypes.CDLL(None, use_errno=True)  # loaded here: a forked child only calls it

@@ -9,6 +9,8 @@ folder). Each client message is a command; replies start with a word and a colon
 * ``say:ROOM:TEXT`` -> broadcasts ``TEXT`` to ``ROOM`` from this process (no reply)
 * ``count:ROOM`` -> ``count:ROOM:N`` (``await server.members(ROOM)``, every process)
 * ``whoami`` -> ``pid:PID`` (which process the client reached)
+* ``id`` -> ``id:ID`` (the connection's id on the server: a resumed session gets its own
+  back, also on another process)
 """
 
 from __future__ import annotations
@@ -55,6 +57,8 @@ def setup(conn: aiosocker.Connection) -> None:
             conn.write(f"count:{rest}:{count}".encode())
         elif verb == "whoami":
             conn.write(f"pid:{os.getpid()}".encode())
+        elif verb == "id":
+            conn.write(f"id:{conn.id}".encode())
         return False
 
 
