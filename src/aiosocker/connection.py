@@ -28,6 +28,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypeAlias, TypeVar, cast
 
+from .background import Background
 from .errors import (
     CloseCode,
     ConnectionClosedError,
@@ -275,7 +276,7 @@ class Connection:
         # _receive().
         self._direct = drive == "async" and not self._limited
         self._begin = self.stages._begin
-        self._tasks: set[asyncio.Task[Any]] | None = None
+        self._tasks: Background | None = None  # made on first use: idle ones hold none
         self._open_hooks: tuple[OpenHook, ...] = ()
         self._resume_hooks: tuple[ResumeHook, ...] = ()
         self._close_hooks: tuple[CloseHook, ...] = ()
@@ -925,10 +926,8 @@ class Connection:
 
     def _spawn(self, coro: Awaitable[Any]) -> None:
         if self._tasks is None:
-            self._tasks = set()
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+            self._tasks = Background()
+        self._tasks.spawn(coro)
 
     async def _safe_hook(self, what: str, hook: Callable[..., Any], *args: Any) -> None:
         try:
@@ -1049,9 +1048,9 @@ class Connection:
         waiters, self._ended = self._ended, True
         if isinstance(waiters, asyncio.Future) and not waiters.done():
             waiters.set_result(None)
-        if self._tasks:
+        if self._tasks is not None:
             # on_error hooks and close() calls spawned by failures: none may outlive us.
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+            await self._tasks.finish(cancel=False)
 
     def __repr__(self) -> str:
         where = self.stages.current if len(self.stages) else "no stages"

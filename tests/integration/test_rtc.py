@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import pytest
-from aioice.ice import get_host_addresses
 from aiortc import RTCConfiguration, RTCPeerConnection
 
 import aiosocker
@@ -32,54 +31,24 @@ from aiosocker.rtc.session import (
 
 from .conftest import leftover_tasks
 from .rtc_helpers import (
-    HOST,
     WAIT,
     RawClient,
     ServerSide,
     dc_of,
     eventually,
+    interface_fixture,  # noqa: F401 (the ``interface`` fixture)
     names,
     open_peer_connections,
     rtc_app,
     rtc_client,
+    serve_fixture,  # noqa: F401 (the ``serve`` fixture)
     settle,
 )
-
-
-@pytest.fixture
-def interface() -> None:
-    """aioice offers no 127.0.0.1 candidate: WebRTC needs a non-loopback interface (see
-    docs/rtc.md for loopback-only hosts). Fail loudly rather than skip."""
-    assert get_host_addresses(use_ipv4=True, use_ipv6=False), (
-        "no non-loopback IPv4 interface: aioice has no candidate to offer (docs/rtc.md)"
-    )
-
 
 needs_interface = pytest.mark.usefixtures("interface")
 
 SERVER_STAGES = ["hello", "rtc_ready", "rtc_answer", "rtc_open", "control"]
 CLIENT_STAGES = ["scene", "rtc_offer", "rtc_open", "control"]
-
-
-@pytest.fixture
-async def serve() -> AsyncIterator[Callable[..., Any]]:
-    """Start socker servers on 127.0.0.1:0; at teardown close them and check that no
-    connection, peer connection or task outlived them."""
-    before = set(asyncio.all_tasks())
-    servers: list[aiosocker.Server] = []
-
-    async def start(setup: aiosocker.Setup, **options: Any) -> aiosocker.Server:
-        server = aiosocker.serve(setup, HOST, 0, **options)
-        await server.start()
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        await asyncio.wait_for(server.close(), WAIT)
-        assert not server.connections
-    assert not await leftover_tasks(before), "tasks outlived the servers"
-    assert not open_peer_connections(), "a peer connection was left open"
 
 
 def config_of(pc: RTCPeerConnection) -> Any:

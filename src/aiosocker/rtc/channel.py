@@ -192,8 +192,9 @@ class Channel:
 
     @property
     def max_buffered(self) -> int:
-        """Bytes the WebRTC stack may hold before the channel counts as congested: then
-        :meth:`send` drops (unreliable channels) and :meth:`send_latest` holds back."""
+        """Bytes the WebRTC stack may hold: past it, :meth:`send` drops (unreliable
+        channels; it counts the bytes queued, ``bufferedAmount``) and :meth:`send_latest`
+        holds back (it counts those and the bytes in flight: :attr:`congested`)."""
         return self._max_buffered
 
     @max_buffered.setter

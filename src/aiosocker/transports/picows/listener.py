@@ -25,6 +25,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
+from ...background import Background
 from ...connection import Connection
 from ...errors import CloseCode, ConnectionClosedError, HandshakeRejected
 from ...handshake import BAD_REQUEST, HEAD_TOO_LARGE, MAX_HEAD, Request, parse_head, refusal
@@ -457,7 +458,7 @@ class PicowsListener:
         """Upgraded sockets not yet disconnected."""
         self.fronts: set[_Front] = set()
         """Connections still in their HTTP handshake."""
-        self.tasks: set[asyncio.Future[Any]] = set()
+        self.tasks = Background()
         """Admissions running, and one per upgraded socket (its connection)."""
         self.verdict: PicowsSocket | None = None
         """Set while a front hands a socket to picows: the listener picows must use."""
@@ -465,12 +466,11 @@ class PicowsListener:
         self._server: asyncio.Server | None = None
 
     def spawn(self, awaitable: Awaitable[Any]) -> asyncio.Future[Any]:
-        task = asyncio.ensure_future(awaitable)
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
-        return task
+        """Run ``awaitable`` as a task the listener waits for when it closes."""
+        return self.tasks.spawn(awaitable)
 
     async def start(self, host: str, port: int) -> int:
+        """Listen on ``host:port`` (0: any free port); returns the port."""
         self._server = await self.loop.create_server(
             lambda: _Front(self),
             host,
@@ -486,6 +486,7 @@ class PicowsListener:
         return self.verdict
 
     def close(self) -> None:
+        """Stop accepting; :meth:`wait_closed` ends what is open."""
         if self._server is not None:
             self._server.close()
 
@@ -496,8 +497,7 @@ class PicowsListener:
             *(sock.close(CloseCode.GOING_AWAY, "server shutting down") for sock in self.sockets),
             return_exceptions=True,
         )
-        if self.tasks:
-            await asyncio.gather(*self.tasks, return_exceptions=True)
+        await self.tasks.finish(cancel=False)
         if self._server is not None:
             close_clients = getattr(self._server, "close_clients", None)  # Python 3.13+
             if close_clients is not None:  # half-open handshakes would hold wait_closed
