@@ -80,20 +80,25 @@ _ids = itertools.count(1)
 class Membership(Protocol):
     """Where a connection's rooms are kept (the hub of a server connection)."""
 
-    def join(self, conn: Connection, room: str) -> None: ...
+    def join(self, conn: Connection, room: str) -> None:
+        """Put ``conn`` in ``room``."""
 
-    def leave(self, conn: Connection, room: str) -> None: ...
+    def leave(self, conn: Connection, room: str) -> None:
+        """Take ``conn`` out of ``room``."""
 
-    def rooms_of(self, conn: Connection) -> frozenset[str]: ...
+    def rooms_of(self, conn: Connection) -> frozenset[str]:
+        """The rooms ``conn`` is in."""
 
 
 class ChannelLike(Protocol):
     """What a broadcast needs of a side channel (an rtc DataChannel)."""
 
     @property
-    def is_open(self) -> bool: ...
+    def is_open(self) -> bool:
+        """Whether the channel can send now."""
 
-    def send(self, data: bytes) -> bool: ...
+    def send(self, data: bytes) -> bool:
+        """Send ``data`` without waiting; ``False`` if it was dropped."""
 
 
 class Transport(Protocol):

@@ -40,13 +40,10 @@ class Histogram:
     recent: deque[float] = field(default_factory=lambda: deque(maxlen=RECENT))
 
     def observe(self, value: float) -> None:
+        """Count ``value`` (seconds) in its bucket and keep it among the recent ones."""
         self.counts[bisect.bisect_left(BUCKETS, value)] += 1
         self.total += value
         self.recent.append(value)
-
-    @property
-    def count(self) -> int:
-        return sum(self.counts)
 
     def cumulative(self) -> list[tuple[str, int]]:
         """``(le, count)`` pairs as Prometheus wants them, ``+Inf`` last."""
@@ -113,6 +110,7 @@ class Meter:
         return counted
 
     def sent(self, size: int) -> None:
+        """A message of ``size`` bytes went out (or was queued to)."""
         self.messages_out += 1
         self.bytes_out += size
 
@@ -137,13 +135,16 @@ class Meter:
         histogram.observe(max(0.0, at - left.at))
 
     def error(self, stage: str) -> None:
+        """A handler of ``stage`` raised."""
         self.errors[stage] += 1
 
     def broadcast(self, recipients: int) -> None:
+        """A broadcast was queued to ``recipients`` local connections."""
         self.broadcasts += 1
         self.fanout += recipients
 
     def rtc_opened(self, seconds: float) -> None:
+        """An rtc handshake opened its channels in ``seconds``."""
         self.rtc_opens += 1
         self.rtc_open_seconds.observe(seconds)
 

@@ -49,6 +49,7 @@ class MeterCollector(Collector):
         self.hub = hub
 
     def collect(self) -> Iterator[Metric]:
+        """The metrics, read from the hub and its meter now (at scrape time)."""
         hub, meter = self.hub, self.hub.meter
         assert meter is not None
         live = GaugeMetricFamily(

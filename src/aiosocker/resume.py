@@ -117,6 +117,7 @@ class Missed:
     overflowed: bool = False
 
     def add(self, data: bytes) -> None:
+        """Keep ``data``; past the limits, keep nothing more and mark it overflowed."""
         if self.overflowed:
             return
         if len(self.messages) >= MAX_MISSED or self.size + len(data) > MAX_MISSED_BYTES:
@@ -156,6 +157,7 @@ class MemoryStore:
             del self._records[token]
 
     async def park(self, token: str, record: Parked, grace: float) -> None:
+        """:meth:`Store.park`, in this process's memory (as JSON, as any store)."""
         self._expire()
         parked = Parked.decode(record.encode())  # JSON only, as any other store
         expires = self._clock() + grace
@@ -165,10 +167,12 @@ class MemoryStore:
         )
 
     async def claim(self, token: str) -> tuple[Parked, Missed] | None:
+        """:meth:`Store.claim`."""
         self._expire()
         return self._records.pop(token, None)
 
     async def missed(self, token: str, data: bytes) -> None:
+        """:meth:`Store.missed`."""
         entry = self._records.get(token)
         if entry is not None:
             entry[1].add(data)

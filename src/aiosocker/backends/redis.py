@@ -571,8 +571,10 @@ class RedisBackend:
                 if not self._up:
                     self._came_back()
                 self._writer_ready.set()
+            at = 0  # an index, not replies[n:]: a list copy per op made batches quadratic
             for op in batch:
-                reply, replies = replies[0], replies[self._replies(op) :]
+                reply = replies[at]
+                at += self._replies(op)
                 if op.done is None or op.done.done():
                     if isinstance(reply, Exception):
                         logger.warning("redis: %s failed: %s", op.kind, reply)
