@@ -5,11 +5,36 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test lint typecheck docs pytest bench bench-quick soak system clean
 
+# What the package tests use offline (the tests make no registry traffic, only `make` does):
+# a wheelhouse of the package's runtime requirements, from which tests/integration/
+# test_package.py installs them into a fresh venv (`pip install --no-index --find-links`),
+# and esbuild, in a prefix whose npm cache tests/browser/test_npm_package.py installs it
+# from (`npm install --offline`). `python -m build --no-isolation` there uses the dev extra's
+# build and hatchling.
+WHEELHOUSE := $(VENV)/wheelhouse
+WHEELHOUSE_STAMP := $(VENV)/.wheelhouse
+NPM_PREFIX := $(VENV)/npm
+NPM_STAMP := $(VENV)/.npm-installed
+ESBUILD := 0.28.2
+
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
+
+$(WHEELHOUSE_STAMP): $(STAMP) pyproject.toml
+	rm -rf $(WHEELHOUSE)
+	$(PY) -c "import tomllib; print(*tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies'], sep='\n')" > $(VENV)/requirements.txt
+	$(PY) -m pip wheel --quiet --wheel-dir $(WHEELHOUSE) -r $(VENV)/requirements.txt
+	touch $(WHEELHOUSE_STAMP)
+
+# npm comes from `make system`: order-only, so the phony target does not force a reinstall.
+$(NPM_STAMP): Makefile | system
+	mkdir -p $(NPM_PREFIX)
+	npm install --prefix $(NPM_PREFIX) --cache $(NPM_PREFIX)/cache --no-audit --no-fund \
+		--no-update-notifier esbuild@$(ESBUILD)
+	touch $(NPM_STAMP)
 
 # System packages the tests use: headless Chromium, node/npm (the npm package's test
 # packs the browser client and bundles it with esbuild), redis-server (rooms and resume
@@ -41,7 +66,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(PY) -m mypy
 
-pytest: $(STAMP) system
+pytest: $(STAMP) $(WHEELHOUSE_STAMP) $(NPM_STAMP) system
 	$(PY) -m pytest --cov --cov-report=term
 
 # The docs site (mkdocs.yml): `make docs` builds it into site/. --strict turns a broken link,

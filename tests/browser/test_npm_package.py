@@ -2,15 +2,16 @@
 
 ``npm pack`` makes the tarball (its ``prepack`` script copies the very files the server
 serves from ``src/aiosocker/static/``); a throwaway project in a temp dir installs it
-with ``esbuild`` (from the npm registry, a devDependency), and esbuild bundles a page
-that imports ``{ connect, rtc } from "aiosocker"`` into one file. A live aiosocker server
-serves that page and the bundle, and headless Chromium walks the whole rtc flow with it:
-connect, a scene stage that sends READY through rtc's client stages, the DataChannel
-opens, one message goes there and back on it.
+with ``esbuild`` (a devDependency), and esbuild bundles a page that imports
+``{ connect, rtc } from "aiosocker"`` into one file. A live aiosocker server serves that
+page and the bundle, and headless Chromium walks the whole rtc flow with it: connect, a
+scene stage that sends READY through rtc's client stages, the DataChannel opens, one
+message goes there and back on it.
 
-Nothing is cached outside temp dirs and ``js/``'s gitignored copies: npm's cache is a
-temp dir too. npm and node are installed by ``make test`` (``make system``); a missing
-one fails here, it is never skipped.
+Nothing here talks to the npm registry: ``make`` installs esbuild into ``.venv/npm``, and
+the test project installs it ``--offline`` from a temp-dir copy of that prefix's npm cache.
+Nothing is written outside temp dirs and ``js/``'s gitignored copies. npm and node are
+installed by ``make test`` (``make system``); a missing one fails here, it is never skipped.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import tarfile
 import time
 from pathlib import Path
@@ -34,13 +36,15 @@ from aiosocker.rtc import server_stages
 from .conftest import PAGE_PATH, TIMINGS
 from .test_browser_modules import PUBLIC
 
-# npm fetches esbuild from the registry: more room than the suite's 120 s per test.
+# npm pack and install: more room than the suite's 120 s per test.
 pytestmark = pytest.mark.timeout(300)
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "js"
 STATIC = ROOT / "src" / "aiosocker" / "static"
-ESBUILD = "^0.28.2"  # the bundler of the test project, from the npm registry
+# The bundler of the test project: `make` installs it here (ESBUILD in the Makefile), which
+# fills this prefix's npm cache; the test installs the same version offline from a copy.
+NPM_PREFIX = Path(sys.prefix) / "npm"
 
 # The app's page, as its author writes it: the bare specifier "aiosocker" resolves to the
 # installed package, and esbuild inlines it.
@@ -156,19 +160,23 @@ def test_tarball_ships_the_served_files(tarball: Path) -> None:
 @pytest.fixture(scope="module")
 def bundle(tarball: Path, tmp_path_factory: pytest.TempPathFactory) -> bytes:
     """The page bundled by esbuild in a project that installed the tarball from npm."""
+    installed_esbuild = NPM_PREFIX / "node_modules" / "esbuild" / "package.json"
+    assert installed_esbuild.is_file(), f"no esbuild in {NPM_PREFIX}: `make` installs it"
+    esbuild = json.loads(installed_esbuild.read_text())["version"]
     project = tmp_path_factory.mktemp("app")
     manifest = {
         "name": "aiosocker-npm-test-app",
         "private": True,
         "type": "module",
         "dependencies": {"aiosocker": f"file:{tarball}"},
-        "devDependencies": {"esbuild": ESBUILD},
+        "devDependencies": {"esbuild": esbuild},
     }
     (project / "package.json").write_text(json.dumps(manifest, indent=2))
     (project / "page.js").write_text(PAGE_JS)
     cache = project / ".npm-cache"
+    shutil.copytree(NPM_PREFIX / "cache", cache)  # esbuild's packuments and tarballs
     started = time.monotonic()
-    npm("install", "--no-audit", "--no-fund", cwd=project, cache=cache)
+    npm("install", "--offline", "--no-audit", "--no-fund", cwd=project, cache=cache)
     installed = time.monotonic()
     run(
         project / "node_modules" / ".bin" / "esbuild",
@@ -181,7 +189,7 @@ def bundle(tarball: Path, tmp_path_factory: pytest.TempPathFactory) -> bytes:
         cwd=project,
     )
     done = time.monotonic()
-    TIMINGS.append(("npm install (tarball + esbuild)", (installed - started) * 1000, "registry"))
+    TIMINGS.append(("npm install (tarball + esbuild)", (installed - started) * 1000, "offline"))
     TIMINGS.append(("esbuild bundle", (done - installed) * 1000, "one file"))
 
     # Node resolves the package through its exports and loads it without a browser.

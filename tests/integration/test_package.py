@@ -2,8 +2,12 @@
 
 ``python -m build`` makes both (the wheel from the sdist, so the sdist is complete); the
 tests read their metadata and file lists, then install the wheel into a fresh venv (with
-only its own requirements, from the package index) and run README's first example and
-the ``aiosocker`` command there, away from this checkout.
+only its own requirements) and run README's first example and the ``aiosocker`` command
+there, away from this checkout.
+
+Nothing here talks to a package index: ``make`` installs ``build`` and the build backend
+(the dev extra) and fills a wheelhouse with the runtime requirements (``.venv/wheelhouse``);
+the build runs with ``--no-isolation`` and the fresh venv installs with ``--no-index``.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ import aiosocker
 
 ROOT = Path(__file__).resolve().parents[2]
 STATIC = ROOT / "src" / "aiosocker" / "static"
+# The runtime requirements' wheels, filled by `make` in the venv running the tests.
+WHEELHOUSE = Path(sys.prefix) / "wheelhouse"
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -49,7 +55,8 @@ def dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """``python -m build``'s output folder: one sdist and one wheel."""
     out = tmp_path_factory.mktemp("dist")
     started = time.monotonic()
-    run(sys.executable, "-m", "build", "--outdir", out, ROOT, cwd=out)
+    # The venv's own build and hatchling (the dev extra): no isolated env from the index.
+    run(sys.executable, "-m", "build", "--no-isolation", "--outdir", out, ROOT, cwd=out)
     print(f"python -m build: {time.monotonic() - started:.1f} s")
     return out
 
@@ -155,8 +162,10 @@ def test_wheel_installs_and_runs_the_readme_example(
     python = venv / "bin" / "python"
     started = time.monotonic()
     run(sys.executable, "-m", "venv", venv, cwd=home)
-    run(python, "-m", "pip", "install", "--quiet", "--no-deps", wheel, cwd=home)
-    run(python, "-m", "pip", "install", "--quiet", *requirements, cwd=home)
+    assert any(WHEELHOUSE.glob("*.whl")), f"no wheels in {WHEELHOUSE}: `make` fills it"
+    offline = ("--quiet", "--no-index", "--find-links", WHEELHOUSE)
+    run(python, "-m", "pip", "install", *offline, "--no-deps", wheel, cwd=home)
+    run(python, "-m", "pip", "install", *offline, *requirements, cwd=home)
     print(f"venv and install: {time.monotonic() - started:.1f} s")
 
     where = run(
